@@ -1,0 +1,33 @@
+# The two commands: `make run` (the daemon) and `make test` (everything the tests need, then the tests).
+CONFIG ?= config/assistant.toml
+PYTEST_ARGS ?=
+
+.PHONY: run test lint bench setup clean
+
+run: setup $(CONFIG)
+	.venv/bin/assistant run --config $(CONFIG)
+
+setup:
+	@scripts/setup.sh
+
+config/assistant.toml:
+	cp config/assistant.example.toml $@
+	@echo "created $@ from the example: edit it (broker, entities) and set OPENAI_API_KEY"
+
+test:
+	@scripts/setup.sh --test
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+	.venv/bin/ruff check assistant tests bench
+	.venv/bin/mypy assistant
+
+lint:
+	.venv/bin/ruff check assistant tests bench
+	.venv/bin/ruff format --check assistant tests bench
+	.venv/bin/mypy assistant
+
+bench:
+	@scripts/setup.sh --test
+	.venv/bin/python bench/latency.py
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,288 @@
+"""Sound in and out through sounddevice (PortAudio).
+
+Capture hands fixed-size 16-bit mono frames to the event loop through a bounded
+queue; playback writes pcm chunks as they arrive, so speech starts before a reply has
+been fully synthesized. Both fall back to resampling when a device refuses a rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+import time
+import wave
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sounddevice as sd
+
+log = logging.getLogger(__name__)
+
+
+class AudioError(Exception):
+    """A sound device could not be found or opened."""
+
+
+def find_device(spec: str | int | None, kind: str) -> int | None:
+    """Resolve a device by index or case-insensitive name substring; None = default."""
+    if spec is None or spec == "":
+        return None
+    channels_key = "max_input_channels" if kind == "input" else "max_output_channels"
+    devices = sd.query_devices()
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
+        index = int(spec)
+        if 0 <= index < len(devices) and devices[index][channels_key] > 0:
+            return index
+        raise AudioError(f"audio.{kind}_device: no {kind} device with index {index}")
+    for index, device in enumerate(devices):
+        if spec.lower() in device["name"].lower() and device[channels_key] > 0:
+            return index
+    raise AudioError(f"audio.{kind}_device: no {kind} device matches {spec!r}")
+
+
+def list_devices() -> str:
+    """A readable table of the audio devices, defaults marked."""
+    return str(sd.query_devices())
+
+
+class Resampler:
+    """Streaming linear-interpolation resampler for int16 mono; keeps state across blocks."""
+
+    def __init__(self, src_rate: int, dst_rate: int) -> None:
+        self.step = src_rate / dst_rate
+        self._pos = 0.0
+        self._tail = np.zeros(0, dtype=np.float32)
+
+    def process(self, pcm: bytes) -> bytes:
+        """Resample one block; output length follows the rate ratio over time."""
+        x = np.concatenate([self._tail, np.frombuffer(pcm, dtype=np.int16).astype(np.float32)])
+        if len(x) < 2 or self._pos > len(x) - 1:
+            self._tail = x
+            return b""
+        count = int((len(x) - 1 - self._pos) // self.step) + 1
+        positions = self._pos + np.arange(count) * self.step
+        y = np.interp(positions, np.arange(len(x)), x)
+        next_pos = self._pos + count * self.step
+        keep = int(next_pos)
+        self._tail = x[keep:]
+        self._pos = next_pos - keep
+        return bytes(np.clip(np.round(y), -32768, 32767).astype(np.int16).tobytes())
+
+
+def resample(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:
+    """Resample a whole int16 mono buffer."""
+    if src_rate == dst_rate:
+        return pcm
+    return Resampler(src_rate, dst_rate).process(pcm)
+
+
+def apply_gain(pcm: bytes, gain: float) -> bytes:
+    """Scale int16 samples, clipping instead of wrapping."""
+    if gain == 1.0:
+        return pcm
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) * gain
+    return bytes(np.clip(samples, -32768, 32767).astype(np.int16).tobytes())
+
+
+def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
+    """An in-memory 16-bit mono WAV file, for upload."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(pcm)
+    return buffer.getvalue()
+
+
+def read_wav(path: Path, sample_rate: int) -> bytes:
+    """Read a 16-bit PCM WAV as mono int16 at `sample_rate` (channels mixed, resampled)."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            if wav.getsampwidth() != 2:
+                raise AudioError(f"{path}: only 16-bit PCM WAV is supported")
+            channels, rate = wav.getnchannels(), wav.getframerate()
+            data = wav.readframes(wav.getnframes())
+    except (wave.Error, EOFError) as error:
+        raise AudioError(f"{path}: not a WAV file ({error})") from None
+    if channels > 1:
+        frames = np.frombuffer(data, dtype=np.int16).reshape(-1, channels).astype(np.int32)
+        data = (frames.sum(axis=1) // channels).astype(np.int16).tobytes()
+    return resample(data, rate, sample_rate)
+
+
+class Microphone:
+    """Capture frames of `frame_ms` at `sample_rate`, reopening the device if it vanishes.
+
+    The PortAudio callback runs on its own thread: it only copies the block and hands
+    it to the loop. A full queue drops the oldest frame, since late audio is useless.
+    """
+
+    def __init__(
+        self,
+        device: str | int | None,
+        sample_rate: int = 16000,
+        frame_ms: int = 30,
+        gain: float = 1.0,
+        queue_frames: int = 200,
+        stall_s: float = 2.0,
+    ) -> None:
+        self.device = device
+        self.sample_rate = sample_rate
+        self.frame_bytes = sample_rate * frame_ms // 1000 * 2
+        self.gain = gain
+        self.stall_s = stall_s
+        self.last_frame_at = time.monotonic()
+        self.dropped = 0
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_frames)
+        self._stream: sd.RawInputStream | None = None
+        self._resampler: Resampler | None = None
+        self._pending = bytearray()
+        self._lock = threading.Lock()
+
+    def _open(self, loop: asyncio.AbstractEventLoop) -> None:
+        index = find_device(self.device, "input")
+
+        def callback(indata: object, frames: int, when: object, status: sd.CallbackFlags) -> None:
+            data = bytes(indata)  # type: ignore[call-overload]
+            loop.call_soon_threadsafe(self._put, data)
+
+        try:
+            stream = sd.RawInputStream(
+                samplerate=self.sample_rate,
+                channels=1,
+                dtype="int16",
+                device=index,
+                blocksize=self.frame_bytes // 2,
+                callback=callback,
+            )
+            self._resampler = None
+        except sd.PortAudioError:
+            # The device cannot record at our rate: record at its own and resample.
+            native = int(sd.query_devices(index, "input")["default_samplerate"])
+            log.info("input device does not take %d Hz; recording at %d Hz and resampling", self.sample_rate, native)
+            stream = sd.RawInputStream(
+                samplerate=native,
+                channels=1,
+                dtype="int16",
+                device=index,
+                blocksize=native * self.frame_bytes // 2 // self.sample_rate,
+                callback=callback,
+            )
+            self._resampler = Resampler(native, self.sample_rate)
+        stream.start()
+        self._stream = stream
+        self.last_frame_at = time.monotonic()
+
+    def _put(self, block: bytes) -> None:
+        self.last_frame_at = time.monotonic()
+        if self._resampler is not None:
+            block = self._resampler.process(block)
+        self._pending += apply_gain(block, self.gain)
+        while len(self._pending) >= self.frame_bytes:
+            frame = bytes(self._pending[: self.frame_bytes])
+            del self._pending[: self.frame_bytes]
+            if self._queue.full():
+                self._queue.get_nowait()
+                self.dropped += 1
+                if self.dropped % 100 == 1:
+                    log.warning("audio frames dropped: the loop is not keeping up (%d so far)", self.dropped)
+            self._queue.put_nowait(frame)
+
+    def close(self) -> None:
+        """Stop and release the device."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.abort()
+                stream.close()
+            except sd.PortAudioError as error:
+                log.debug("closing input stream: %s", error)
+
+    def _reinitialize(self) -> None:
+        # PortAudio enumerates devices once; a device that came back needs a fresh scan.
+        sd._terminate()
+        sd._initialize()
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        """Yield frames forever; on a stalled or vanished device, reopen with backoff."""
+        loop = asyncio.get_running_loop()
+        backoff = 0.5
+        while True:
+            if self._stream is None:
+                try:
+                    self._open(loop)
+                    backoff = 0.5
+                    log.info("microphone open (%s)", self.device if self.device is not None else "default")
+                except (sd.PortAudioError, AudioError, ValueError) as error:
+                    log.warning("microphone unavailable (%s); retrying in %.1f s", error, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    self._reinitialize()
+                    continue
+            try:
+                yield await asyncio.wait_for(self._queue.get(), timeout=self.stall_s)
+            except TimeoutError:
+                log.warning("microphone delivered nothing for %.1f s; reopening", self.stall_s)
+                self.close()
+                self._reinitialize()
+
+
+class Speaker:
+    """Plays int16 mono pcm on the output device as chunks arrive."""
+
+    def __init__(self, device: str | int | None) -> None:
+        self.device = device
+
+    def _open(self, rate: int) -> tuple[sd.RawOutputStream, Resampler | None]:
+        index = find_device(self.device, "output")
+        try:
+            return sd.RawOutputStream(samplerate=rate, channels=1, dtype="int16", device=index), None
+        except sd.PortAudioError:
+            native = int(sd.query_devices(index, "output")["default_samplerate"])
+            stream = sd.RawOutputStream(samplerate=native, channels=1, dtype="int16", device=index)
+            return stream, Resampler(rate, native)
+
+    async def play(
+        self, chunks: AsyncIterator[bytes], sample_rate: Callable[[], int], stop: asyncio.Event | None = None
+    ) -> bool:
+        """Play a stream of pcm chunks; return False if `stop` cut it short.
+
+        The rate is asked for once the first chunk is there, since some sources
+        (espeak-ng's WAV header) only know it then.
+        """
+        stream: Any = None
+        resampler: Resampler | None = None
+        carry = b""
+        try:
+            async for chunk in chunks:
+                if stop is not None and stop.is_set():
+                    return False
+                if stream is None:
+                    stream, resampler = await asyncio.to_thread(self._open, sample_rate())
+                    await asyncio.to_thread(stream.start)
+                data = carry + chunk
+                cut = len(data) - len(data) % 2
+                data, carry = data[:cut], data[cut:]
+                if resampler is not None:
+                    data = resampler.process(data)
+                if data:
+                    await asyncio.to_thread(stream.write, data)
+            if stream is not None:
+                await asyncio.to_thread(stream.stop)  # returns once the buffer has played
+            return not (stop is not None and stop.is_set())
+        finally:
+            if stream is not None:
+                await asyncio.to_thread(self._close, stream)
+
+    @staticmethod
+    def _close(stream: sd.RawOutputStream) -> None:
+        try:
+            stream.abort()
+            stream.close()
+        except sd.PortAudioError as error:
+            log.debug("closing output stream: %s", error)

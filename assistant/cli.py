@@ -1,0 +1,227 @@
+"""Command line: run the daemon, check a setup, or do one turn by hand."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import openai
+
+from assistant import __version__
+from assistant.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:  # the service pulls in sounddevice, which `--help` and config errors need not
+    from assistant.service import Assistant
+
+log = logging.getLogger("assistant")
+
+EXIT_FAILURE, EXIT_CONFIG = 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $ASSISTANT_CONFIG, /etc/assistant/assistant.toml, ./config/assistant.toml)",
+    )
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser = argparse.ArgumentParser(prog="assistant", description=__doc__, parents=[common])
+    parser.add_argument("--version", action="version", version=f"assistant {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    sub.add_parser("check", parents=[common], help="validate config, devices, broker, API endpoints")
+    ask = sub.add_parser("ask", parents=[common], help="one text turn through the agent (tools act for real)")
+    ask.add_argument("text", nargs="+")
+    ask.add_argument("--speak", action="store_true", help="also speak the reply")
+    say = sub.add_parser("say", parents=[common], help="speak TEXT through the configured voice")
+    say.add_argument("text", nargs="+")
+    listen = sub.add_parser("listen", parents=[common], help="one spoken turn from the microphone or a WAV")
+    listen.add_argument("--file", type=Path, metavar="WAV", help="16-bit PCM WAV instead of the microphone")
+    sub.add_parser("devices", parents=[common], help="list audio input and output devices")
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    level = (
+        logging.DEBUG
+        if verbose
+        else getattr(logging, os.environ.get("ASSISTANT_LOG_LEVEL", "INFO").upper(), logging.INFO)
+    )
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpx2", "httpcore", "openai"):  # they may log request details
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `assistant` console script."""
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    if args.command == "devices":
+        from assistant.audio import list_devices
+
+        print(list_devices())
+        return 0
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return asyncio.run(_COMMANDS[args.command](config, args))
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run(config: Config, args: argparse.Namespace) -> int:
+    from assistant.service import Assistant
+
+    await Assistant(config).run()
+    return 0
+
+
+async def _ask(config: Config, args: argparse.Namespace) -> int:
+    from assistant.payloads import new_id
+    from assistant.service import APOLOGY, Assistant, describe_reply
+
+    assistant = Assistant(config)
+    await _connect_for_turn(assistant)
+    try:
+        reply = await assistant.answer(" ".join(args.text), new_id(), None, speak=args.speak)
+    finally:
+        assistant.link.stop()
+    print(describe_reply(reply))
+    return EXIT_FAILURE if reply.text == APOLOGY else 0
+
+
+async def _connect_for_turn(assistant: Assistant) -> None:
+    """Connect to the broker and give retained entity states a moment to arrive."""
+    assistant.link.subscribe(sorted(assistant.registry.state_topics()))
+    await assistant.link.start(timeout=10)
+    await asyncio.sleep(0.3)
+    while not assistant.link.messages.empty():
+        assistant.on_message(assistant.link.messages.get_nowait())
+
+
+async def _say(config: Config, args: argparse.Namespace) -> int:
+    from assistant.audio import Speaker
+    from assistant.providers import make_client, resolve
+    from assistant.tts import make_voice
+
+    client = make_client(resolve(config, "tts", os.environ)) if config.tts.engine == "openai" else None
+    voice = make_voice(config.tts, client, config.device.language)
+    if voice is None:
+        print("tts.engine is 'none': nothing to say", file=sys.stderr)
+        return EXIT_FAILURE
+    await Speaker(config.audio.output_device).play(voice.synthesize(" ".join(args.text)), lambda: voice.sample_rate)
+    return 0
+
+
+async def _listen(config: Config, args: argparse.Namespace) -> int:
+    from assistant.audio import AudioError, Microphone, read_wav
+    from assistant.service import Assistant, VoiceTurn, describe_reply
+    from assistant.vad import Segmenter, Utterance, webrtc_classifier
+
+    rate = config.audio.sample_rate
+    segmenter = Segmenter(config.vad, webrtc_classifier(config.vad.aggressiveness, rate), rate, config.audio.frame_ms)
+    utterance: Utterance | None = None
+    if args.file:
+        try:
+            pcm = read_wav(args.file, rate)
+        except (AudioError, OSError) as error:
+            print(error, file=sys.stderr)
+            return EXIT_FAILURE
+        pcm += b"\0" * (rate * 2 * (config.vad.silence_ms + 100) // 1000)  # let the end be heard
+        for start in range(0, len(pcm) - segmenter.frame_bytes + 1, segmenter.frame_bytes):
+            event = segmenter.feed(pcm[start : start + segmenter.frame_bytes])
+            if isinstance(event, Utterance):
+                utterance = event
+                break
+        audio = utterance.audio if utterance else pcm
+    else:
+        print("listening...", file=sys.stderr)
+        microphone = Microphone(config.audio.input_device, rate, config.audio.frame_ms, config.audio.input_gain)
+        try:
+            async with asyncio.timeout(config.vad.max_utterance_s + 30):
+                async for frame in microphone.frames():
+                    event = segmenter.feed(frame)
+                    if isinstance(event, Utterance):
+                        utterance = event
+                        break
+        except TimeoutError:
+            print("heard nothing", file=sys.stderr)
+            return EXIT_FAILURE
+        finally:
+            microphone.close()
+        assert utterance is not None
+        audio = utterance.audio
+    assistant = Assistant(config)
+    await _connect_for_turn(assistant)
+    try:
+        text, reply = await assistant.voice_turn(VoiceTurn(audio, rate))
+    finally:
+        assistant.link.stop()
+    print(f"heard: {text}")
+    if reply is not None:
+        print(describe_reply(reply))
+    return 0 if reply is not None or text else EXIT_FAILURE
+
+
+async def _check(config: Config, args: argparse.Namespace) -> int:
+    from assistant.audio import AudioError, find_device, list_devices
+    from assistant.homeassistant import Registry
+    from assistant.mqtt import MqttError, MqttLink
+    from assistant.providers import make_client, resolve, stages_in_use
+
+    ok = True
+    print(f"config: ok (site {config.device.site_id}, topics {config.topic_root}/...)")
+    try:
+        print(list_devices())
+        find_device(config.audio.input_device, "input")
+        find_device(config.audio.output_device, "output")
+        print("audio: ok")
+    except (AudioError, OSError) as error:
+        ok = False
+        print(f"audio: FAILED: {error}")
+    link = MqttLink(config.mqtt, config.topic_root, will=False)
+    try:
+        await link.start(timeout=5)
+        print(f"mqtt: ok ({config.mqtt.host}:{config.mqtt.port})")
+    except MqttError as error:
+        ok = False
+        print(f"mqtt: FAILED: {error}")
+    finally:
+        link.stop()
+    for stage in stages_in_use(config):
+        api = resolve(config, stage, os.environ)
+        try:
+            await make_client(api).models.list()
+            print(f"{stage}: ok ({api.provider} {api.endpoint})")
+        except openai.NotFoundError:
+            print(f"{stage}: ok ({api.provider} {api.endpoint}; it has no model list)")
+        except openai.APIStatusError as error:
+            ok = False
+            print(f"{stage}: FAILED: {api.endpoint} answered {error.status_code} ({type(error).__name__})")
+        except openai.APIError as error:
+            ok = False
+            print(f"{stage}: FAILED: {api.endpoint}: {type(error).__name__}: {error}")
+    registry = Registry(config.homeassistant)
+    print(f"entities ({len(registry.entities)} declared, {len(registry.exposed())} exposed):")
+    for entity_id, entity in sorted(registry.entities.items()):
+        mark = "exposed" if registry.is_exposed(entity_id) else "hidden "
+        print(f"  {mark} {entity_id:32} {entity.name}" + (f" [{entity.area}]" if entity.area else ""))
+    return 0 if ok else EXIT_FAILURE
+
+
+_COMMANDS = {"run": _run, "check": _check, "ask": _ask, "say": _say, "listen": _listen}

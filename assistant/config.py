@@ -1,0 +1,330 @@
+"""Configuration: one TOML file, environment overrides and secrets, validated up front.
+
+Every problem is reported at start-up as one line naming the key, so a daemon that
+starts is a daemon whose settings make sense.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "ASSISTANT_"
+DEFAULT_PATHS = (Path("/etc/assistant/assistant.toml"), Path("config/assistant.toml"))
+DEFAULT_INSTRUCTIONS = (
+    "You are {{ device.name }}, a voice assistant in a home. Answer in one or two short "
+    "spoken sentences, without markdown. Use the tools to control or read the home; "
+    "never claim an action you did not perform."
+)
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; `problems` holds one line per bad key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _default_site_id() -> str:
+    return re.sub(r"[^a-z0-9_-]+", "-", socket.gethostname().lower()).strip("-") or "assistant"
+
+
+class DeviceConfig(Section):
+    """Who this device is: its MQTT namespace, spoken name, language and room."""
+
+    site_id: str = Field(default_factory=_default_site_id, pattern=r"^[A-Za-z0-9_-]+$")
+    name: str = "Assistant"
+    language: str = "en"
+    area: str | None = None
+
+
+class AudioConfig(Section):
+    """Sound devices, by name (substring) or index; None means the system default."""
+
+    input_device: str | int | None = None
+    output_device: str | int | None = None
+    sample_rate: Literal[8000, 16000, 32000, 48000] = 16000
+    frame_ms: Literal[10, 20, 30] = 30
+    input_gain: float = Field(1.0, gt=0, le=64)
+
+
+class VadConfig(Section):
+    """Endpointing: when an utterance starts and ends."""
+
+    aggressiveness: int = Field(2, ge=0, le=3)
+    start_ms: int = Field(90, ge=0, le=1000)
+    silence_ms: int = Field(600, ge=100, le=5000)
+    min_utterance_ms: int = Field(250, ge=0, le=10000)
+    max_utterance_s: float = Field(15.0, gt=0, le=120)
+    preroll_ms: int = Field(300, ge=0, le=2000)
+
+
+class WakeConfig(Section):
+    """What opens the microphone: any speech ("vad") or an MQTT request ("mqtt")."""
+
+    mode: Literal["vad", "mqtt"] = "vad"
+    listen_timeout_s: float = Field(8.0, gt=0, le=60)
+
+
+class StageApi(Section):
+    """API settings a stage may override; None inherits from [openai]."""
+
+    provider: Literal["openai", "azure"] | None = None
+    api_key: SecretStr | None = None
+    azure_ad_token: SecretStr | None = None
+    organization: str | None = None
+    project: str | None = None
+    base_url: str | None = None
+    azure_endpoint: str | None = None
+    api_version: str | None = None
+    deployment: str | None = None
+    timeout_s: float | None = Field(None, gt=0, le=600)
+    max_retries: int | None = Field(None, ge=0, le=10)
+
+
+class OpenAIConfig(StageApi):
+    """Shared API defaults for every stage."""
+
+    provider: Literal["openai", "azure"] | None = "openai"
+    api_version: str | None = "2024-10-21"
+    timeout_s: float | None = Field(30.0, gt=0, le=600)
+    max_retries: int | None = Field(2, ge=0, le=10)
+
+
+class SttConfig(StageApi):
+    """Transcription of each utterance."""
+
+    model: str = "gpt-transcribe"
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float | None = Field(None, ge=0, le=1)
+    response_format: Literal["json", "text", "verbose_json"] = "json"
+
+
+class AgentConfig(StageApi):
+    """The chat model that answers and acts."""
+
+    model: str = "gpt-5.4-mini"
+    instructions: str = DEFAULT_INSTRUCTIONS
+    control_home_assistant: bool = True
+    max_tokens: int | None = Field(None, ge=1, le=128000)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_tool_iterations: int = Field(8, ge=1, le=50)
+
+
+class TtsConfig(StageApi):
+    """How replies are spoken: a cloud voice, a local espeak-ng voice, or not at all."""
+
+    engine: Literal["openai", "espeak", "none"] = "espeak"
+    model: str | None = None
+    voice: str | None = None
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    instructions: str | None = None
+
+    @model_validator(mode="after")
+    def _model_for_openai(self) -> TtsConfig:
+        if self.engine == "openai" and not self.model:
+            raise ValueError("model: required when engine is 'openai' (e.g. \"gpt-4o-mini-tts\")")
+        return self
+
+
+class TlsConfig(Section):
+    """MQTT over TLS; verification is on unless `insecure` says otherwise."""
+
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+
+class MqttConfig(Section):
+    """The broker shared with Home Assistant."""
+
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TlsConfig = TlsConfig()
+    client_id: str | None = None
+    keepalive: int = Field(60, ge=5, le=3600)
+    topic_prefix: str = Field("assistant", pattern=r"^[^#+]+$")
+    qos: int = Field(1, ge=0, le=2)
+
+
+class EntityConfig(BaseModel):
+    """A hand-declared entity: id, name, aliases, area, plus Home Assistant's MQTT keys."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    entity_id: str = Field(pattern=r"^[a-z_]+\.[a-z0-9_]+$")
+    name: str | None = None
+    aliases: list[str] = []
+    area: str | None = None
+
+    @property
+    def mqtt(self) -> dict[str, Any]:
+        """Home Assistant MQTT keys (command_topic, payload_on, ...) as declared."""
+        return dict(self.model_extra or {})
+
+
+DEFAULT_EXPOSE = ["light.*", "switch.*", "fan.*", "climate.*", "scene.*", "sensor.*", "binary_sensor.*"]
+
+
+class HomeAssistantConfig(Section):
+    """Which entities exist and which of them the agent may see and control."""
+
+    discovery_prefix: str = "homeassistant"
+    expose: list[str] = DEFAULT_EXPOSE
+    entities: list[EntityConfig] = []
+
+    @field_validator("entities")
+    @classmethod
+    def _unique_ids(cls, entities: list[EntityConfig]) -> list[EntityConfig]:
+        seen: set[str] = set()
+        for entity in entities:
+            if entity.entity_id in seen:
+                raise ValueError(f"entity_id {entity.entity_id!r} declared twice")
+            seen.add(entity.entity_id)
+        return entities
+
+
+class Config(Section):
+    """The whole validated configuration."""
+
+    device: DeviceConfig = DeviceConfig()
+    audio: AudioConfig = AudioConfig()
+    vad: VadConfig = VadConfig()
+    wake: WakeConfig = WakeConfig()
+    openai: OpenAIConfig = OpenAIConfig()
+    stt: SttConfig = SttConfig()
+    agent: AgentConfig = AgentConfig()
+    tts: TtsConfig = TtsConfig()
+    mqtt: MqttConfig = MqttConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+
+    @property
+    def topic_root(self) -> str:
+        """`<topic_prefix>/<site_id>`: the namespace of this device's MQTT topics."""
+        return f"{self.mqtt.topic_prefix}/{self.device.site_id}"
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
+    """Return the config path: --config, $ASSISTANT_CONFIG, /etc/assistant, ./config."""
+    if explicit:
+        return Path(explicit)
+    if env.get("ASSISTANT_CONFIG"):
+        return Path(env["ASSISTANT_CONFIG"])
+    for candidate in DEFAULT_PATHS:
+        if candidate.is_file():
+            return candidate
+    looked = ", ".join(str(p) for p in DEFAULT_PATHS)
+    raise ConfigError([f"config: no file found (looked in {looked}); copy config/assistant.example.toml"])
+
+
+def _parse_env_value(raw: str) -> Any:
+    """Read an override as a TOML value (numbers, booleans, arrays), else as a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """Apply ASSISTANT_<SECTION>__<KEY>[__<SUBKEY>] variables on top of the file."""
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError([f"{'.'.join(path)}: cannot override inside a non-table value ({name})"])
+            node = child
+        node[path[-1]] = _parse_env_value(raw)
+    return data
+
+
+SECRET_FILES = {
+    "OPENAI_API_KEY": "openai_api_key",
+    "AZURE_OPENAI_API_KEY": "azure_openai_api_key",
+    "AZURE_OPENAI_AD_TOKEN": "azure_openai_ad_token",
+    "ASSISTANT_MQTT__PASSWORD": "mqtt_password",
+}
+
+
+def read_secret(name: str, env: Mapping[str, str]) -> str | None:
+    """A secret from the environment ($NAME) or systemd's $CREDENTIALS_DIRECTORY.
+
+    The credential file names are those of SECRET_FILES (e.g. `openai_api_key`).
+    """
+    if env.get(name):
+        return env[name]
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        path = Path(cred_dir) / SECRET_FILES[name]
+        if path.is_file():
+            return path.read_text().strip() or None
+    return None
+
+
+def _format_errors(error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        key = ""
+        for part in item["loc"]:
+            key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+        message = "unknown setting" if item["type"] == "extra_forbidden" else item["msg"]
+        message = message.removeprefix("Value error, ")
+        lines.append(f"{key or 'config'}: {message}")
+    return lines
+
+
+def parse_config(data: dict[str, Any], env: Mapping[str, str] | None = None) -> Config:
+    """Validate a dict (from TOML) after environment overrides; raise ConfigError."""
+    env = os.environ if env is None else env
+    data = apply_env_overrides(data, env)
+    password = read_secret("ASSISTANT_MQTT__PASSWORD", env)  # env var (already applied) or credential file
+    if password and isinstance(data.get("mqtt", {}), dict):
+        data.setdefault("mqtt", {}).setdefault("password", password)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error)) from None
+    from assistant.providers import credential_problems  # late: providers imports this module
+
+    problems = credential_problems(config, env)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Find, read and validate the configuration; raise ConfigError with every problem."""
+    env = os.environ if env is None else env
+    path = find_config_file(explicit, env)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError([f"config: {path}: no such file"]) from None
+    except PermissionError:
+        raise ConfigError([f"config: {path}: permission denied"]) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([f"config: {path}: {error}"]) from None
+    return parse_config(data, env)

@@ -1,0 +1,154 @@
+"""The MQTT link: paho's network thread on one side, the asyncio loop on the other.
+
+paho reconnects by itself; on every (re)connect we re-subscribe and re-announce
+`status online`. The broker publishes `offline` for us (last will) if we vanish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from assistant.config import MqttConfig
+
+log = logging.getLogger(__name__)
+
+ONLINE, OFFLINE = "online", "offline"
+
+
+class MqttError(Exception):
+    """The broker could not be reached or refused us."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """An incoming message, handed to the loop."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+class MqttLink:
+    """One broker connection with a last will, automatic re-subscription and a queue."""
+
+    def __init__(self, config: MqttConfig, root: str, *, queue_size: int = 1000, will: bool = True) -> None:
+        self.config = config
+        self.root = root
+        self.subscriptions: set[str] = set()
+        self.messages: asyncio.Queue[Message] = asyncio.Queue(maxsize=queue_size)
+        self.connected = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._refused: str | None = None
+        client_id = config.client_id or f"assistant-{root.replace('/', '-')}-{uuid.uuid4().hex[:6]}"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        if will:
+            self.client.will_set(f"{root}/status", OFFLINE, qos=1, retain=True)
+        if config.username:
+            password = config.password.get_secret_value() if config.password else None
+            self.client.username_pw_set(config.username, password)
+        if config.tls.enabled:
+            self.client.tls_set(
+                ca_certs=str(config.tls.ca_file) if config.tls.ca_file else None,
+                certfile=str(config.tls.cert_file) if config.tls.cert_file else None,
+                keyfile=str(config.tls.key_file) if config.tls.key_file else None,
+                cert_reqs=ssl.CERT_NONE if config.tls.insecure else ssl.CERT_REQUIRED,
+            )
+            self.client.tls_insecure_set(config.tls.insecure)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self._announce = will
+
+    async def start(self, timeout: float | None = 10.0) -> None:
+        """Connect (in the background, retrying) and wait up to `timeout` for the first success."""
+        self._loop = asyncio.get_running_loop()
+        self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
+        self.client.loop_start()
+        if timeout is None:
+            return
+        try:
+            await asyncio.wait_for(self.connected.wait(), timeout)
+        except TimeoutError:
+            reason = self._refused or "no answer"
+            raise MqttError(f"mqtt: cannot connect to {self.config.host}:{self.config.port} ({reason})") from None
+
+    def stop(self) -> None:
+        """Say offline, then disconnect cleanly (a clean disconnect does not fire the will)."""
+        if self.client.is_connected() and self._announce:
+            self.client.publish(f"{self.root}/status", OFFLINE, qos=1, retain=True).wait_for_publish(2)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def subscribe(self, topics: Iterable[str]) -> None:
+        """Subscribe now and after every reconnect."""
+        new = set(topics) - self.subscriptions
+        self.subscriptions |= new
+        if new and self.client.is_connected():
+            self.client.subscribe([(t, self.config.qos) for t in sorted(new)])
+
+    def publish(
+        self, topic: str, payload: str | bytes, *, retain: bool = False, qos: int | None = None
+    ) -> mqtt.MQTTMessageInfo:
+        """Queue a publish; paho keeps QoS>0 messages across a reconnect."""
+        return self.client.publish(topic, payload, qos=self.config.qos if qos is None else qos, retain=retain)
+
+    async def publish_confirmed(self, topic: str, payload: str, *, retain: bool = False, timeout: float = 5.0) -> bool:
+        """Publish and wait until the broker has it (PUBACK for QoS 1); False on failure."""
+        info = self.publish(topic, payload, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            return False
+        try:
+            await asyncio.to_thread(info.wait_for_publish, timeout)
+        except (RuntimeError, ValueError) as error:
+            log.warning("publish to %s failed: %s", topic, error)
+            return False
+        return info.is_published()
+
+    def event(self, name: str, data: dict[str, Any]) -> None:
+        """Publish `<root>/event/<name>` as JSON."""
+        self.publish(f"{self.root}/event/{name}", json.dumps(data, ensure_ascii=False))
+
+    # paho callbacks: these run on paho's network thread.
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        if reason.is_failure:
+            self._refused = str(reason)
+            log.error("broker refused the connection: %s", reason)
+            return
+        log.info("connected to mqtt %s:%d", self.config.host, self.config.port)
+        if self._announce:
+            client.publish(f"{self.root}/status", ONLINE, qos=1, retain=True)
+        if self.subscriptions:
+            client.subscribe([(t, self.config.qos) for t in sorted(self.subscriptions)])
+        if self._loop:
+            self._loop.call_soon_threadsafe(self.connected.set)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        if self._loop and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.connected.clear)
+        if reason.is_failure:
+            log.warning("lost the broker (%s); reconnecting", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._loop and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(
+                self._enqueue, Message(message.topic, bytes(message.payload), message.retain)
+            )
+
+    def _enqueue(self, message: Message) -> None:
+        if self.messages.full():
+            log.warning("mqtt input queue full; dropping a message on %s", message.topic)
+            return
+        self.messages.put_nowait(message)

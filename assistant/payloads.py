@@ -1,0 +1,93 @@
+"""Parsing what arrives on the MQTT input topics: plain text or a JSON object.
+
+Everything is checked here, so the service only ever sees well-formed requests and
+every bad payload becomes one clear `event/error`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+MAX_PAYLOAD_BYTES = 16 * 1024
+MAX_TEXT_CHARS = 2000
+
+
+class BadRequest(Exception):
+    """A payload that cannot be acted on; `request_id` is echoed when it was readable."""
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+@dataclass(frozen=True)
+class Request:
+    """A text request (ask or say)."""
+
+    text: str
+    id: str
+    speak: bool = False
+    conversation_id: str | None = None
+
+
+def new_id() -> str:
+    """A short random request id for turns nobody named."""
+    return uuid.uuid4().hex[:12]
+
+
+def _decode(payload: bytes) -> Any:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise BadRequest(f"payload too large ({len(payload)} bytes, at most {MAX_PAYLOAD_BYTES})")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("payload is not UTF-8 text") from None
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            return json.loads(stripped)
+        except ValueError as error:
+            raise BadRequest(f"invalid JSON: {error}") from None
+    return stripped
+
+
+def _optional_str(data: dict[str, Any], key: str, request_id: str | None) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise BadRequest(f"{key!r} must be a string", request_id)
+    return str(value)
+
+
+def parse_text_request(payload: bytes, *, speak_default: bool) -> Request:
+    """`{"text", "id", "speak", "conversation_id"}` or plain text."""
+    data = _decode(payload)
+    if isinstance(data, str):
+        data = {"text": data}
+    if not isinstance(data, dict):
+        raise BadRequest("expected text or a JSON object")
+    request_id = _optional_str(data, "id", None)
+    text = data.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest("'text' must be a non-empty string", request_id)
+    if len(text) > MAX_TEXT_CHARS:
+        raise BadRequest(f"'text' is too long ({len(text)} characters, at most {MAX_TEXT_CHARS})", request_id)
+    speak = data.get("speak", speak_default)
+    if not isinstance(speak, bool):
+        raise BadRequest("'speak' must be true or false", request_id)
+    conversation_id = _optional_str(data, "conversation_id", request_id)
+    return Request(text.strip(), request_id or new_id(), speak, conversation_id)
+
+
+def parse_signal(payload: bytes) -> str:
+    """For listen / cancel: an optional id (plain text or `{"id"}`); returns the id."""
+    data = _decode(payload)
+    if isinstance(data, dict):
+        return _optional_str(data, "id", None) or new_id()
+    if isinstance(data, str) and len(data) <= 64:
+        return data or new_id()
+    raise BadRequest('expected an empty payload, an id, or {"id": ...}')

@@ -1,0 +1,135 @@
+"""API endpoints per stage: OpenAI, Azure OpenAI or any OpenAI-compatible server.
+
+Each stage (stt, agent, tts) takes [openai] and overrides what it sets itself, so a
+user can mix a local transcription server with Azure for chat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from pydantic import SecretStr
+
+from assistant.config import Config, StageApi, read_secret
+
+Stage = str  # "stt" | "agent" | "tts"
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The resolved connection settings of one stage."""
+
+    stage: Stage
+    provider: str
+    api_key: str | None
+    azure_ad_token: str | None
+    organization: str | None
+    project: str | None
+    base_url: str | None
+    azure_endpoint: str | None
+    api_version: str | None
+    deployment: str | None
+    timeout_s: float
+    max_retries: int
+
+    def __repr__(self) -> str:  # never print secrets
+        return f"ApiSettings(stage={self.stage!r}, provider={self.provider!r}, endpoint={self.endpoint!r})"
+
+    @property
+    def endpoint(self) -> str:
+        """Where requests go, for messages and logs."""
+        if self.provider == "azure":
+            return self.azure_endpoint or self.base_url or "?"
+        return self.base_url or "https://api.openai.com/v1"
+
+
+def stages_in_use(config: Config) -> list[Stage]:
+    """The stages that call an API with this configuration."""
+    stages = ["stt", "agent"]
+    if config.tts.engine == "openai":
+        stages.append("tts")
+    return stages
+
+
+def resolve(config: Config, stage: Stage, env: Mapping[str, str]) -> ApiSettings:
+    """Merge [openai] with the stage's own overrides and the secrets in the environment."""
+    shared: StageApi = config.openai
+    own: StageApi = getattr(config, stage)
+
+    def pick(name: str) -> Any:
+        value = getattr(own, name)
+        return getattr(shared, name) if value is None else value
+
+    provider: str = pick("provider")
+    key: SecretStr | None = pick("api_key")
+    token: SecretStr | None = pick("azure_ad_token")
+    api_key = key.get_secret_value() if key else None
+    ad_token = token.get_secret_value() if token else None
+    if api_key is None and ad_token is None:
+        if provider == "azure":
+            api_key = read_secret("AZURE_OPENAI_API_KEY", env)
+            ad_token = None if api_key else read_secret("AZURE_OPENAI_AD_TOKEN", env)
+        else:
+            api_key = read_secret("OPENAI_API_KEY", env)
+    return ApiSettings(
+        stage=stage,
+        provider=provider,
+        api_key=api_key,
+        azure_ad_token=ad_token,
+        organization=pick("organization"),
+        project=pick("project"),
+        base_url=pick("base_url"),
+        azure_endpoint=pick("azure_endpoint"),
+        api_version=pick("api_version"),
+        deployment=own.deployment,
+        timeout_s=float(pick("timeout_s")),
+        max_retries=int(pick("max_retries")),
+    )
+
+
+def credential_problems(config: Config, env: Mapping[str, str]) -> list[str]:
+    """Missing endpoints or keys for the stages in use, one line each, naming the key."""
+    problems = []
+    for stage in stages_in_use(config):
+        api = resolve(config, stage, env)
+        if api.provider == "azure":
+            if not (api.azure_endpoint or api.base_url):
+                problems.append(f"openai.azure_endpoint: required by {stage} (provider 'azure')")
+            if not (api.api_key or api.azure_ad_token):
+                problems.append(
+                    f"openai.api_key: missing for {stage} (set AZURE_OPENAI_API_KEY or AZURE_OPENAI_AD_TOKEN)"
+                )
+        elif not api.api_key and not api.base_url:
+            problems.append(f"openai.api_key: missing for {stage} (set OPENAI_API_KEY, or base_url for a local server)")
+    return sorted(set(problems), key=problems.index)
+
+
+def make_client(api: ApiSettings) -> openai.AsyncOpenAI:
+    """An async client for the stage; the SDK retries with backoff and honours Retry-After."""
+    if api.provider == "azure":
+        common: dict[str, Any] = {
+            "api_version": api.api_version,
+            "azure_deployment": api.deployment,
+            "organization": api.organization,
+            "timeout": api.timeout_s,
+            "max_retries": api.max_retries,
+        }
+        if api.azure_endpoint:
+            common["azure_endpoint"] = api.azure_endpoint
+        else:
+            common["base_url"] = api.base_url
+        if api.api_key:
+            return openai.AsyncAzureOpenAI(api_key=api.api_key, **common)
+        return openai.AsyncAzureOpenAI(azure_ad_token=api.azure_ad_token, **common)
+    return openai.AsyncOpenAI(
+        # A local OpenAI-compatible server usually takes any key, but the SDK wants one.
+        api_key=api.api_key or "unused",
+        organization=api.organization,
+        project=api.project,
+        base_url=api.base_url,
+        timeout=api.timeout_s,
+        max_retries=api.max_retries,
+    )

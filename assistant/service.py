@@ -1,0 +1,316 @@
+"""The daemon: microphone -> VAD -> transcription -> agent -> MQTT + speech.
+
+One asyncio loop runs three tasks: capture (frames into the segmenter), the MQTT
+dispatcher (inputs and entity states), and the turn worker, which handles one turn
+at a time, whether it came from the microphone or from MQTT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import openai
+
+from assistant import systemd
+from assistant.agent import Agent, Reply
+from assistant.audio import Microphone, Speaker
+from assistant.config import Config
+from assistant.homeassistant import Command, Registry
+from assistant.mqtt import Message, MqttLink
+from assistant.payloads import BadRequest, Request, new_id, parse_signal, parse_text_request
+from assistant.providers import make_client, resolve, stages_in_use
+from assistant.stt import Transcriber
+from assistant.tools import HomeTools
+from assistant.tts import TtsError, make_voice
+from assistant.vad import Segmenter, SpeechStarted, Utterance, webrtc_classifier
+
+log = logging.getLogger(__name__)
+
+APOLOGY = "Sorry, I can't reach my language service right now. Please try again in a moment."
+ECHO_TAIL_S = 0.25  # ignore the microphone briefly after speaking: the room still rings
+
+
+@dataclass
+class VoiceTurn:
+    """An utterance from the microphone."""
+
+    audio: bytes
+    sample_rate: int
+    id: str = field(default_factory=new_id)
+
+
+@dataclass
+class SayTurn:
+    """Text to speak as is."""
+
+    text: str
+    id: str
+
+
+Turn = VoiceTurn | Request | SayTurn
+
+
+class Assistant:
+    """Wires the stages together and runs the state machine."""
+
+    def __init__(self, config: Config, env: Mapping[str, str] | None = None) -> None:
+        env = os.environ if env is None else env
+        self.config = config
+        self.root = config.topic_root
+        self.link = MqttLink(config.mqtt, self.root)
+        self.registry = Registry(config.homeassistant)
+        clients = {stage: make_client(resolve(config, stage, env)) for stage in stages_in_use(config)}
+        self.transcriber = Transcriber(config.stt, clients["stt"])
+        self.home_tools = HomeTools(self.registry, self.publish_command)
+        self.agent = Agent(config.agent, config.device, clients["agent"], self.registry, self.home_tools.tools)
+        self.voice = make_voice(config.tts, clients.get("tts"), config.device.language)
+        self.speaker = Speaker(config.audio.output_device)
+        self.turns: asyncio.Queue[Turn] = asyncio.Queue(maxsize=32)
+        self.state = ""
+        self.listen_until = 0.0
+        self.mic_open_at = 0.0
+        self.stop_speaking = asyncio.Event()
+        self.current: asyncio.Task[None] | None = None
+        self.stopping = asyncio.Event()
+
+    # --- outputs -------------------------------------------------------------
+
+    def set_state(self, state: str) -> None:
+        """Move the state machine and publish `<root>/state` (retained)."""
+        if state != self.state:
+            self.state = state
+            self.link.publish(f"{self.root}/state", state, retain=True)
+            systemd.notify(f"STATUS={state}")
+            log.debug("state: %s", state)
+
+    def error(self, request_id: str | None, code: str, message: str) -> None:
+        """Publish `event/error`."""
+        log.warning("%s: %s", code, message)
+        self.link.event("error", {"id": request_id, "code": code, "message": message})
+
+    async def publish_command(self, command: Command) -> bool:
+        """Publish an entity command and wait for the broker to take it."""
+        return await self.link.publish_confirmed(command.topic, command.payload, retain=command.retain)
+
+    # --- turns ---------------------------------------------------------------
+
+    async def answer(self, text: str, request_id: str, conversation_id: str | None, speak: bool) -> Reply:
+        """Run the agent on `text`, publish actions and the reply, and speak it if asked."""
+        self.set_state("thinking")
+        try:
+            reply = await self.agent.respond(text)
+        except openai.APIError as error:
+            self.error(request_id, "api_error", f"agent: {type(error).__name__}: {error}")
+            reply = Reply(APOLOGY)
+        for action in reply.actions:
+            self.link.event("action", {"id": request_id, **action.as_dict()})
+        self.link.event(
+            "reply",
+            {
+                "id": request_id,
+                "text": reply.text,
+                "conversation_id": conversation_id,
+                "actions": [a.as_dict() for a in reply.actions],
+            },
+        )
+        if speak:
+            await self.speak(reply.text, request_id)
+        return reply
+
+    async def speak(self, text: str, request_id: str | None) -> None:
+        """Speak through the configured voice; failures are reported, never fatal."""
+        if self.voice is None or not text:
+            return
+        self.set_state("speaking")
+        self.stop_speaking.clear()
+        voice = self.voice
+        try:
+            await self.speaker.play(voice.synthesize(text), lambda: voice.sample_rate, self.stop_speaking)
+        except (openai.APIError, TtsError, OSError) as error:
+            self.error(request_id, "tts_error", f"{type(error).__name__}: {error}")
+        except Exception as error:
+            self.error(request_id, "audio_error", f"{type(error).__name__}: {error}")
+        finally:
+            self.mic_open_at = time.monotonic() + ECHO_TAIL_S
+
+    async def voice_turn(self, turn: VoiceTurn) -> tuple[str, Reply | None]:
+        """Transcribe an utterance and answer it aloud; return the transcript and reply."""
+        self.set_state("transcribing")
+        try:
+            text = await self.transcriber.transcribe(turn.audio, turn.sample_rate)
+        except openai.APIError as error:
+            self.error(turn.id, "api_error", f"stt: {type(error).__name__}: {error}")
+            self.link.event(
+                "reply", {"id": turn.id, "text": APOLOGY, "conversation_id": self.config.device.site_id, "actions": []}
+            )
+            await self.speak(APOLOGY, turn.id)
+            return "", Reply(APOLOGY)
+        conversation_id = self.config.device.site_id
+        self.link.event("transcript", {"id": turn.id, "text": text, "conversation_id": conversation_id})
+        if not text:
+            return "", None
+        return text, await self.answer(text, turn.id, conversation_id, speak=True)
+
+    async def handle(self, turn: Turn) -> None:
+        """Run one turn of any kind, always returning to idle."""
+        try:
+            if isinstance(turn, VoiceTurn):
+                await self.voice_turn(turn)
+            elif isinstance(turn, SayTurn):
+                await self.speak(turn.text, turn.id)
+            else:
+                await self.answer(turn.text, turn.id, turn.conversation_id, turn.speak)
+        finally:
+            self.set_state("idle")
+
+    async def turn_worker(self) -> None:
+        """Handle queued turns one after another; `cancel` aborts the running one."""
+        while True:
+            turn = await self.turns.get()
+            self.current = asyncio.create_task(self.handle(turn))
+            try:
+                await self.current
+            except asyncio.CancelledError:
+                if self.stopping.is_set():
+                    raise
+                log.info("turn %s cancelled", turn.id)
+                self.set_state("idle")
+            except Exception:
+                log.exception("turn %s failed", turn.id)
+                self.error(turn.id, "internal_error", "the turn failed; see the log")
+                self.set_state("idle")
+            finally:
+                self.current = None
+
+    def submit(self, turn: Turn) -> None:
+        """Queue a turn, or say why it cannot be taken."""
+        try:
+            self.turns.put_nowait(turn)
+        except asyncio.QueueFull:
+            self.error(turn.id, "busy", "too many requests waiting; try again shortly")
+
+    # --- audio ---------------------------------------------------------------
+
+    def accepting_audio(self, in_speech: bool) -> bool:
+        """Whether the microphone may start or continue a request now."""
+        if self.state not in ("idle", "listening") or time.monotonic() < self.mic_open_at:
+            return False
+        if self.config.wake.mode == "vad" or in_speech:
+            return True
+        return time.monotonic() < self.listen_until
+
+    async def capture(self, microphone: Microphone) -> None:
+        """Feed microphone frames to the segmenter and queue each utterance."""
+        audio = self.config.audio
+        segmenter = Segmenter(
+            self.config.vad,
+            webrtc_classifier(self.config.vad.aggressiveness, audio.sample_rate),
+            audio.sample_rate,
+            audio.frame_ms,
+        )
+        async for frame in microphone.frames():
+            if not self.accepting_audio(segmenter.in_speech):
+                if segmenter.in_speech or self.state == "listening":
+                    segmenter.reset()
+                    if self.state == "listening":
+                        self.set_state("idle")
+                continue
+            event = segmenter.feed(frame)
+            if isinstance(event, SpeechStarted):
+                self.set_state("listening")
+            elif isinstance(event, Utterance):
+                self.listen_until = 0.0
+                self.set_state("transcribing")
+                self.submit(VoiceTurn(event.audio, event.sample_rate))
+            elif self.state == "listening" and not segmenter.in_speech and time.monotonic() >= self.listen_until:
+                self.set_state("idle")  # too short to be a request
+
+    # --- MQTT inputs ---------------------------------------------------------
+
+    def input_topics(self) -> list[str]:
+        """Topics this daemon reads."""
+        inputs = [f"{self.root}/{name}" for name in ("ask", "say", "listen", "cancel")]
+        return inputs + sorted(self.registry.state_topics())
+
+    async def dispatch(self) -> None:
+        """Route incoming MQTT messages; a bad payload is answered on event/error."""
+        while True:
+            message = await self.link.messages.get()
+            try:
+                self.on_message(message)
+            except BadRequest as error:
+                self.error(error.request_id, "bad_request", f"{message.topic}: {error}")
+
+    def on_message(self, message: Message) -> None:
+        """Handle one MQTT message."""
+        if message.topic in self.registry.state_topics():
+            self.registry.update_from_topic(message.topic, message.payload.decode("utf-8", "replace"))
+            return
+        name = message.topic.removeprefix(self.root + "/")
+        if name == "ask":
+            self.submit(parse_text_request(message.payload, speak_default=False))
+        elif name == "say":
+            request = parse_text_request(message.payload, speak_default=True)
+            self.submit(SayTurn(request.text, request.id))
+        elif name == "listen":
+            request_id = parse_signal(message.payload)
+            self.listen_until = time.monotonic() + self.config.wake.listen_timeout_s
+            self.link.event("wake", {"id": request_id, "t": time.time(), "reason": "mqtt"})
+            if self.state == "idle":
+                self.set_state("listening")
+        elif name == "cancel":
+            parse_signal(message.payload)
+            self.stop_speaking.set()
+            if self.current is not None:
+                self.current.cancel()
+
+    # --- lifecycle -----------------------------------------------------------
+
+    async def run(self, audio: bool = True) -> None:
+        """Run until SIGTERM / SIGINT; READY is reported once the broker and audio are up."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        self.link.subscribe(self.input_topics())
+        await self.link.start(timeout=None)
+        log.info("waiting for the broker at %s:%d", self.config.mqtt.host, self.config.mqtt.port)
+        await self.link.connected.wait()
+        tasks = [asyncio.create_task(self.dispatch()), asyncio.create_task(self.turn_worker())]
+        microphone = None
+        if audio:
+            microphone = Microphone(
+                self.config.audio.input_device,
+                self.config.audio.sample_rate,
+                self.config.audio.frame_ms,
+                self.config.audio.input_gain,
+            )
+            tasks.append(asyncio.create_task(self.capture(microphone)))
+        self.set_state("idle")
+        systemd.notify("READY=1")
+        log.info("ready: %s (mode %s)", self.root, self.config.wake.mode)
+        await self.stopping.wait()
+        systemd.notify("STOPPING=1")
+        log.info("stopping")
+        for task in tasks:
+            task.cancel()
+        if self.current is not None:
+            self.current.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if microphone is not None:
+            microphone.close()
+        self.link.stop()
+
+
+def describe_reply(reply: Reply) -> str:
+    """Reply text and actions, as the CLI prints them."""
+    return "\n".join([reply.text] + [f"  action: {json.dumps(a.as_dict())}" for a in reply.actions])

@@ -1,0 +1,155 @@
+"""Fixtures backed by real services (no mocks).
+
+* A private PulseAudio daemon (virtual mic ``vmic`` fed by sink ``micsrc``, virtual
+  speaker sink ``spk``) is started in ``pytest_configure``, before any test module
+  can import sounddevice, and its PULSE_SERVER / XDG_RUNTIME_DIR are exported into
+  ``os.environ`` so sounddevice and subprocesses (``assistant run``) use it.
+* Fixtures: ``mqtt_broker`` (session), ``make_broker``, ``make_mqtt``, ``mqtt``,
+  ``pulse`` (session), ``speaker``, ``speech`` (session).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:  # also works with --import-mode=importlib
+    sys.path.insert(0, _TESTS_DIR)
+
+from support import (  # noqa: E402
+    Broker,
+    MqttRecorder,
+    PulseAudio,
+    SpeakerRecorder,
+    SpeechFactory,
+    refresh_sounddevice,
+    start_broker,
+    wipe_retained,
+)
+
+PULSE_KEY = pytest.StashKey[PulseAudio]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if PULSE_KEY in config.stash:
+        return
+    pulse = PulseAudio.start()  # raises (aborting the run) if it cannot start
+    config.stash[PULSE_KEY] = pulse
+    os.environ.update(pulse.env)
+    # If something imported sounddevice already, PortAudio enumerated devices
+    # without our server: make it look again.
+    refresh_sounddevice()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    pulse = config.stash.get(PULSE_KEY, None)
+    if pulse is not None:
+        del config.stash[PULSE_KEY]
+        pulse.stop()
+
+
+# --------------------------------------------------------------------------- MQTT
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker() -> Iterator[Broker]:
+    """One anonymous mosquitto for the whole session (host 127.0.0.1, free port)."""
+    broker = start_broker()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def make_broker(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
+    """Factory for extra brokers (auth/TLS): ``make_broker(extra_config=[...], allow_anonymous=False)``.
+
+    Defaults ``workdir`` to the test's ``tmp_path``, so put password/cert files there.
+    All brokers are stopped at teardown.
+    """
+    brokers: list[Broker] = []
+
+    def factory(extra_config: Iterable[str] = (), **kwargs: Any) -> Broker:
+        kwargs.setdefault("workdir", tmp_path)
+        broker = start_broker(list(extra_config), **kwargs)
+        brokers.append(broker)
+        return broker
+
+    try:
+        yield factory
+    finally:
+        for broker in brokers:
+            broker.stop()
+
+
+@pytest.fixture
+def make_mqtt(mqtt_broker: Broker) -> Iterator[Callable[..., MqttRecorder]]:
+    """Factory: ``make_mqtt(topics=("#",), broker=None, **MqttRecorder kwargs)``; closed at teardown."""
+    recorders: list[MqttRecorder] = []
+
+    def factory(topics: Iterable[str] = ("#",), broker: Broker | None = None, **kwargs: Any) -> MqttRecorder:
+        target = broker or mqtt_broker
+        recorder = MqttRecorder(target.host, target.port, topics, **kwargs)
+        recorders.append(recorder)
+        return recorder
+
+    try:
+        yield factory
+    finally:
+        for recorder in recorders:
+            recorder.close()
+
+
+@pytest.fixture
+def mqtt(mqtt_broker: Broker, make_mqtt: Callable[..., MqttRecorder]) -> Iterator[MqttRecorder]:
+    """Recorder subscribed to ``#`` on the session broker.
+
+    At teardown every retained message on the session broker is deleted, so the
+    next test starts from an empty retained store.
+    """
+    recorder = make_mqtt(("#",))
+    yield recorder
+    recorder.close()
+    wipe_retained(mqtt_broker.host, mqtt_broker.port)
+
+
+# --------------------------------------------------------------------------- audio
+
+
+@pytest.fixture(scope="session")
+def pulse(pytestconfig: pytest.Config) -> PulseAudio:
+    """The session's PulseAudio (started in pytest_configure), audio flowing."""
+    pulse = pytestconfig.stash.get(PULSE_KEY, None)
+    if pulse is None:
+        raise RuntimeError("PulseAudio was not started by pytest_configure (is tests/conftest.py loaded?)")
+    pulse.wait_monitors_ready()
+    return pulse
+
+
+@pytest.fixture(autouse=True)
+def _stop_stray_mic_playback(pytestconfig: pytest.Config) -> Iterator[None]:
+    """Kill ``play_into_mic(wait=False)`` playbacks a test left running."""
+    yield
+    pulse = pytestconfig.stash.get(PULSE_KEY, None)
+    if pulse is not None:
+        pulse.stop_players()
+
+
+@pytest.fixture
+def speaker(pulse: PulseAudio) -> Iterator[SpeakerRecorder]:
+    """SpeakerRecorder already recording the virtual speaker for the whole test."""
+    with SpeakerRecorder(pulse) as recorder:
+        yield recorder
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> SpeechFactory:
+    """Cached ``speech(text, voice="en-us", wpm=150, pad_before=1.0, pad_after=1.5) -> Path``."""
+    return SpeechFactory(tmp_path_factory.mktemp("speech"))

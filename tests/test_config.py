@@ -1,0 +1,169 @@
+"""Configuration: every problem named by its key, overrides from the environment, secrets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from assistant.config import ConfigError, load_config, parse_config
+from assistant.providers import resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY_ENV = {"OPENAI_API_KEY": "sk-test"}
+
+
+def problems(data: dict[str, object], env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, KEY_ENV if env is None else env)
+    return caught.value.problems
+
+
+def test_example_config_is_valid() -> None:
+    config = load_config(ROOT / "config/assistant.example.toml", KEY_ENV)
+    assert config.homeassistant.entities[0].entity_id == "light.kitchen"
+    assert config.homeassistant.entities[0].mqtt["command_topic"] == "home/kitchen/light/set"
+    assert config.wake.mode == "vad"
+
+
+def test_defaults_need_only_a_key() -> None:
+    config = parse_config({}, KEY_ENV)
+    assert config.agent.model == "gpt-5.4-mini"
+    assert config.stt.model == "gpt-transcribe"
+    assert config.tts.engine == "espeak"
+    assert config.topic_root.startswith("assistant/")
+
+
+def test_each_bad_key_is_named() -> None:
+    lines = problems(
+        {
+            "vad": {"silence_ms": 50, "aggressiveness": 7},
+            "audio": {"frame_ms": 25},
+            "mqtt": {"port": "many", "bogus": 1},
+            "homeassistant": {"entities": [{"entity_id": "Kitchen Light"}]},
+        }
+    )
+    text = "\n".join(lines)
+    assert "vad.silence_ms: Input should be greater than or equal to 100" in text
+    assert "vad.aggressiveness: Input should be less than or equal to 3" in text
+    assert "audio.frame_ms:" in text
+    assert "mqtt.port:" in text
+    assert "mqtt.bogus: unknown setting" in text
+    assert "homeassistant.entities[0].entity_id:" in text
+    assert len(lines) == 6
+
+
+def test_missing_api_key_is_reported() -> None:
+    assert problems({}, env={}) == [
+        "openai.api_key: missing for stt (set OPENAI_API_KEY, or base_url for a local server)",
+        "openai.api_key: missing for agent (set OPENAI_API_KEY, or base_url for a local server)",
+    ]
+
+
+def test_local_server_needs_no_key() -> None:
+    config = parse_config({"openai": {"base_url": "http://127.0.0.1:8000/v1"}}, {})
+    assert resolve(config, "stt", {}).api_key is None
+
+
+def test_azure_needs_endpoint_and_credentials() -> None:
+    lines = problems({"openai": {"provider": "azure"}}, env={})
+    assert "openai.azure_endpoint: required by stt (provider 'azure')" in lines
+    assert any(line.startswith("openai.api_key: missing for agent (set AZURE_OPENAI_API_KEY") for line in lines)
+
+
+def test_openai_tts_needs_a_model() -> None:
+    assert problems({"tts": {"engine": "openai"}}) == [
+        "tts: model: required when engine is 'openai' (e.g. \"gpt-4o-mini-tts\")"
+    ]
+
+
+def test_duplicate_entity() -> None:
+    entity = {"entity_id": "light.kitchen", "command_topic": "a"}
+    assert problems({"homeassistant": {"entities": [entity, entity]}}) == [
+        "homeassistant.entities: entity_id 'light.kitchen' declared twice"
+    ]
+
+
+def test_environment_overrides() -> None:
+    env = {
+        **KEY_ENV,
+        "ASSISTANT_MQTT__PORT": "1999",
+        "ASSISTANT_MQTT__TLS__ENABLED": "true",
+        "ASSISTANT_DEVICE__NAME": "Kitchen helper",
+        "ASSISTANT_HOMEASSISTANT__EXPOSE": '["light.*"]',
+        "ASSISTANT_CONFIG": "/ignored/here",
+    }
+    config = parse_config({"mqtt": {"port": 1883}}, env)
+    assert config.mqtt.port == 1999
+    assert config.mqtt.tls.enabled is True
+    assert config.device.name == "Kitchen helper"
+    assert config.homeassistant.expose == ["light.*"]
+
+
+def test_bad_override_names_the_key() -> None:
+    assert problems({}, {**KEY_ENV, "ASSISTANT_VAD__SILENCE_MS": "10"}) == [
+        "vad.silence_ms: Input should be greater than or equal to 100"
+    ]
+
+
+def test_secrets_from_credentials_directory(tmp_path: Path) -> None:
+    (tmp_path / "azure_openai_api_key").write_text("azure-secret\n")
+    (tmp_path / "mqtt_password").write_text("mqtt-secret\n")
+    env = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
+    config = parse_config(
+        {"openai": {"provider": "azure", "azure_endpoint": "https://x"}, "mqtt": {"username": "u"}}, env
+    )
+    api = resolve(config, "agent", env)
+    assert api.api_key == "azure-secret"
+    assert config.mqtt.password is not None
+    assert config.mqtt.password.get_secret_value() == "mqtt-secret"
+    assert "azure-secret" not in repr(api)
+    assert "mqtt-secret" not in repr(config)
+
+
+def test_stage_overrides_inherit_the_rest() -> None:
+    config = parse_config(
+        {
+            "openai": {"provider": "azure", "azure_endpoint": "https://res.openai.azure.com", "api_key": "k"},
+            "stt": {"provider": "openai", "base_url": "http://whisper.lan/v1", "api_key": "local"},
+            "agent": {"deployment": "chat-prod"},
+        },
+        {},
+    )
+    stt, agent = resolve(config, "stt", {}), resolve(config, "agent", {})
+    assert (stt.provider, stt.base_url, stt.api_key) == ("openai", "http://whisper.lan/v1", "local")
+    assert (agent.provider, agent.deployment, agent.api_key) == ("azure", "chat-prod", "k")
+    assert agent.azure_endpoint == "https://res.openai.azure.com"
+
+
+def test_cli_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[vad]\nsilence_ms = 10\n[mqtt]\nport = 0\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "assistant", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env={"OPENAI_API_KEY": "x", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "vad.silence_ms: Input should be greater than or equal to 100",
+        "mqtt.port: Input should be greater than or equal to 1",
+    ]
+
+
+def test_cli_reports_toml_syntax_and_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("[vad\n")
+    for target in (path, tmp_path / "absent.toml"):
+        result = subprocess.run(
+            [sys.executable, "-m", "assistant", "run", "--config", str(target)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"config: {target}")

@@ -1,0 +1,156 @@
+"""The segmenter on real espeak-ng speech with real webrtcvad: boundaries within 60 ms."""
+
+from __future__ import annotations
+
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assistant.config import VadConfig
+from assistant.vad import Segmenter, SpeechStarted, Utterance, webrtc_classifier
+
+RATE = 16000
+FRAME_MS = 30
+FRAME_BYTES = RATE * FRAME_MS // 1000 * 2
+
+
+def espeak_pcm(text: str, tmp_path: Path, voice: str = "en-us", wpm: int = 150) -> np.ndarray:
+    """espeak-ng speech as 16 kHz int16, trimmed to where the waveform is audible."""
+    raw, out = tmp_path / "raw.wav", tmp_path / "s16.wav"
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-w", str(raw), text], check=True)
+    subprocess.run(
+        ["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", "-e", "signed-integer", str(out)], check=True
+    )
+    with wave.open(str(out)) as wav:
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > 300)
+    return samples[loud[0] : loud[-1] + 1]
+
+
+def run(segmenter: Segmenter, pcm: bytes) -> list[SpeechStarted | Utterance]:
+    events = []
+    for start in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
+        event = segmenter.feed(pcm[start : start + FRAME_BYTES])
+        if event is not None:
+            events.append(event)
+    return events
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(RATE * seconds), dtype=np.int16)
+
+
+def make(config: VadConfig | None = None) -> Segmenter:
+    config = config or VadConfig()
+    return Segmenter(config, webrtc_classifier(config.aggressiveness, RATE), RATE, FRAME_MS)
+
+
+@pytest.mark.parametrize(
+    ("text", "voice"),
+    [
+        ("turn on the kitchen light", "en-us"),
+        ("what is the temperature in the living room", "en-gb"),
+        ("stop", "en-us+f3"),
+    ],
+)
+def test_boundaries_within_60_ms(tmp_path: Path, text: str, voice: str) -> None:
+    speech = espeak_pcm(text, tmp_path, voice)
+    lead = 1.0
+    pcm = np.concatenate([silence(lead), speech, silence(1.5)]).tobytes()
+    events = run(make(VadConfig(min_utterance_ms=100)), pcm)
+    assert [type(e) for e in events] == [SpeechStarted, Utterance]
+    utterance = events[1]
+    assert isinstance(utterance, Utterance)
+    true_start, true_end = lead, lead + len(speech) / RATE
+    assert abs(utterance.start_s - true_start) <= 0.060, (utterance.start_s, true_start)
+    assert abs(utterance.end_s - true_end) <= 0.060, (utterance.end_s, true_end)
+    # the audio handed on starts with the pre-roll and covers all of the speech
+    assert utterance.duration_s >= true_end - true_start + 0.3
+
+
+def test_boundaries_in_room_noise(tmp_path: Path) -> None:
+    speech = espeak_pcm("turn on the kitchen light", tmp_path)
+    lead = 1.5
+    clean = np.concatenate([silence(lead), speech, silence(1.5)])
+    noise = np.random.default_rng(7).standard_normal(len(clean)) * 0.02 * 32767 / 1.7  # about sox "vol 0.02"
+    pcm = np.clip(clean + noise, -32768, 32767).astype(np.int16).tobytes()
+    utterances = [e for e in run(make(VadConfig(min_utterance_ms=200)), pcm) if isinstance(e, Utterance)]
+    assert len(utterances) == 1
+    assert abs(utterances[0].start_s - lead) <= 0.060
+    assert abs(utterances[0].end_s - (lead + len(speech) / RATE)) <= 0.060
+
+
+def test_preroll_is_kept(tmp_path: Path) -> None:
+    speech = espeak_pcm("hello there", tmp_path)
+    pcm = np.concatenate([silence(1.0), speech, silence(1.0)])
+    events = run(make(VadConfig(preroll_ms=300, min_utterance_ms=100)), pcm.tobytes())
+    utterance = events[-1]
+    assert isinstance(utterance, Utterance)
+    audio = np.frombuffer(utterance.audio, dtype=np.int16)
+    first_loud = np.flatnonzero(np.abs(audio.astype(np.int32)) > 300)[0] / RATE
+    assert 0.2 <= first_loud <= 0.45  # about preroll_ms of quiet before the first syllable
+
+
+def test_two_utterances_separated_by_silence(tmp_path: Path) -> None:
+    speech = espeak_pcm("turn off the fan", tmp_path)
+    pcm = np.concatenate([silence(0.5), speech, silence(1.2), speech, silence(1.2)]).tobytes()
+    utterances = [e for e in run(make(VadConfig(min_utterance_ms=100)), pcm) if isinstance(e, Utterance)]
+    assert len(utterances) == 2
+    assert utterances[1].start_s > utterances[0].end_s + 1.0
+
+
+def test_short_pause_does_not_split(tmp_path: Path) -> None:
+    speech = espeak_pcm("turn on", tmp_path)
+    pcm = np.concatenate([silence(0.5), speech, silence(0.3), speech, silence(1.2)]).tobytes()
+    utterances = [
+        e for e in run(make(VadConfig(silence_ms=600, min_utterance_ms=100)), pcm) if isinstance(e, Utterance)
+    ]
+    assert len(utterances) == 1
+
+
+def test_end_of_speech_waits_silence_ms() -> None:
+    # a scripted classifier: 1 s of speech frames then silence
+    decisions = [True] * 33 + [False] * 100
+    it = iter(decisions)
+    segmenter = Segmenter(VadConfig(silence_ms=600), lambda _frame: next(it), RATE, FRAME_MS)
+    frame = np.full(FRAME_BYTES // 2, 1000, dtype=np.int16).tobytes()
+    for index in range(len(decisions)):
+        event = segmenter.feed(frame)
+        if isinstance(event, Utterance):
+            # the 20th silent frame (600 ms) closes it
+            assert index == 33 + 20 - 1
+            assert event.end_s == pytest.approx(33 * 0.03)
+            return
+    pytest.fail("no utterance")
+
+
+def test_too_short_is_dropped() -> None:
+    decisions = iter([True] * 5 + [False] * 40)
+    segmenter = Segmenter(VadConfig(min_utterance_ms=250, start_ms=60), lambda _f: next(decisions), RATE, FRAME_MS)
+    events = [segmenter.feed(b"\0" * FRAME_BYTES) for _ in range(45)]
+    assert [type(e) for e in events if e] == [SpeechStarted]
+    assert not segmenter.in_speech
+
+
+def test_max_length_cuts() -> None:
+    segmenter = Segmenter(VadConfig(max_utterance_s=1.0), lambda _f: True, RATE, FRAME_MS)
+    loud = np.full(FRAME_BYTES // 2, 1000, dtype=np.int16).tobytes()
+    events = [segmenter.feed(loud) for _ in range(80)]
+    utterances = [e for e in events if isinstance(e, Utterance)]
+    assert len(utterances) >= 2
+    assert 1.0 <= utterances[0].duration_s <= 1.0 + 0.3 + 0.03
+
+
+def test_noise_alone_is_not_speech() -> None:
+    rng = np.random.default_rng(1)
+    noise = (rng.standard_normal(RATE * 4) * 300).astype(np.int16).tobytes()
+    events = run(make(VadConfig(aggressiveness=3)), noise)
+    assert not [e for e in events if isinstance(e, Utterance)]
+
+
+def test_wrong_frame_size_is_an_error() -> None:
+    with pytest.raises(ValueError, match="960 bytes"):
+        make().feed(b"\0" * 100)
