@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from assistant.vad import Segmenter, SpeechStarted, Utterance, webrtc_classifier
 log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, I can't reach my language service right now. Please try again in a moment."
+STOP_STACKS_AFTER_S = 8.0
 ECHO_TAIL_S = 0.25  # ignore the microphone briefly after speaking: the room still rings
 
 
@@ -299,6 +301,7 @@ class Assistant:
         await self.stopping.wait()
         systemd.notify("STOPPING=1")
         log.info("stopping")
+        faulthandler.dump_traceback_later(STOP_STACKS_AFTER_S, exit=False)  # a hang shows where, in the log
         for task in tasks:
             task.cancel()
         if self.current is not None:
@@ -309,6 +312,7 @@ class Assistant:
         if microphone is not None:
             microphone.close()
         self.link.stop()
+        faulthandler.cancel_dump_traceback_later()
 
 
 def describe_reply(reply: Reply) -> str:

@@ -1007,10 +1007,10 @@ class SpeakerRecorder:
             ready = self._cond.wait_for(lambda: bool(self._arrivals) or self._eof, self.ready_timeout)
         if not ready or not self._arrivals:
             err = b""
+            with contextlib.suppress(Exception):
+                self._process.kill()
+                _, err = self._process.communicate(timeout=5)
             self.stop()
-            if self._process.stderr is not None:
-                with contextlib.suppress(Exception):
-                    err = self._process.stderr.read()
             raise RuntimeError(
                 f"parec on {self.device} delivered no audio within {self.ready_timeout}s: "
                 f"{err.decode(errors='replace')}\npulse log:\n{self.pulse.log()}"
