@@ -225,11 +225,16 @@ class Microphone:
                     self._reinitialize()
                     continue
             try:
-                yield await asyncio.wait_for(self._queue.get(), timeout=self.stall_s)
+                # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
+                # that lands as a frame arrives, and then the daemon never stops.
+                async with asyncio.timeout(self.stall_s):
+                    frame = await self._queue.get()
             except TimeoutError:
                 log.warning("microphone delivered nothing for %.1f s; reopening", self.stall_s)
                 self.close()
                 self._reinitialize()
+                continue
+            yield frame
 
 
 class Speaker:

@@ -79,7 +79,8 @@ class MqttLink:
         if timeout is None:
             return
         try:
-            await asyncio.wait_for(self.connected.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.connected.wait()
         except TimeoutError:
             reason = self._refused or "no answer"
             raise MqttError(f"mqtt: cannot connect to {self.config.host}:{self.config.port} ({reason})") from None

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, I can't reach my language service right now. Please try again in a moment."
 STOP_STACKS_AFTER_S = 8.0
+STOP_TASKS_TIMEOUT_S = 5.0
 ECHO_TAIL_S = 0.25  # ignore the microphone briefly after speaking: the room still rings
 
 
@@ -306,9 +307,9 @@ class Assistant:
             task.cancel()
         if self.current is not None:
             self.current.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        _done, pending = await asyncio.wait(tasks, timeout=STOP_TASKS_TIMEOUT_S)
+        if pending:
+            log.error("tasks did not stop in time: %s", [t.get_coro() for t in pending])
         if microphone is not None:
             microphone.close()
         self.link.stop()
