@@ -55,7 +55,7 @@ def _setup_logging(verbose: bool) -> None:
         else getattr(logging, os.environ.get("ASSISTANT_LOG_LEVEL", "INFO").upper(), logging.INFO)
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpx2", "httpcore", "openai"):  # they may log request details
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai"):  # they may log request details
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
@@ -87,8 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _run(config: Config, args: argparse.Namespace) -> int:
     from assistant.service import Assistant
 
-    await Assistant(config).run()
-    return 0
+    return await Assistant(config).run()
 
 
 async def _ask(config: Config, args: argparse.Namespace) -> int:

@@ -8,15 +8,15 @@ at a time, whether it came from the microphone or from MQTT.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import faulthandler
 import json
 import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import openai
 
@@ -83,6 +83,7 @@ class Assistant:
         self.stop_speaking = asyncio.Event()
         self.current: asyncio.Task[None] | None = None
         self.stopping = asyncio.Event()
+        self.exit_code = 0
 
     # --- outputs -------------------------------------------------------------
 
@@ -228,8 +229,10 @@ class Assistant:
                 continue
             event = segmenter.feed(frame)
             if isinstance(event, SpeechStarted):
+                log.debug("speech started at %.2f s", event.start_s)
                 self.set_state("listening")
             elif isinstance(event, Utterance):
+                log.debug("utterance %.2f-%.2f s (%.2f s of audio)", event.start_s, event.end_s, event.duration_s)
                 self.listen_until = 0.0
                 self.set_state("transcribing")
                 self.submit(VoiceTurn(event.audio, event.sample_rate))
@@ -277,7 +280,16 @@ class Assistant:
 
     # --- lifecycle -----------------------------------------------------------
 
-    async def run(self, audio: bool = True) -> None:
+    def _critical_task_done(self, task: asyncio.Task[None]) -> None:
+        """A loop that ends by itself is a bug: log it and stop, so systemd restarts us."""
+        if task.cancelled() or self.stopping.is_set():
+            return
+        error = task.exception()
+        log.critical("%s ended unexpectedly", task.get_coro(), exc_info=error)
+        self.exit_code = 1
+        self.stopping.set()
+
+    async def run(self, audio: bool = True) -> int:
         """Run until SIGTERM / SIGINT; READY is reported once the broker and audio are up."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -286,7 +298,7 @@ class Assistant:
         await self.link.start(timeout=None)
         log.info("waiting for the broker at %s:%d", self.config.mqtt.host, self.config.mqtt.port)
         await self.link.connected.wait()
-        tasks = [asyncio.create_task(self.dispatch()), asyncio.create_task(self.turn_worker())]
+        coroutines: list[Coroutine[Any, Any, None]] = [self.dispatch(), self.turn_worker()]
         microphone = None
         if audio:
             microphone = Microphone(
@@ -295,7 +307,10 @@ class Assistant:
                 self.config.audio.frame_ms,
                 self.config.audio.input_gain,
             )
-            tasks.append(asyncio.create_task(self.capture(microphone)))
+            coroutines.append(self.capture(microphone))
+        tasks = [asyncio.create_task(c) for c in coroutines]
+        for task in tasks:
+            task.add_done_callback(self._critical_task_done)
         self.set_state("idle")
         systemd.notify("READY=1")
         log.info("ready: %s (mode %s)", self.root, self.config.wake.mode)
@@ -314,6 +329,7 @@ class Assistant:
             microphone.close()
         self.link.stop()
         faulthandler.cancel_dump_traceback_later()
+        return self.exit_code
 
 
 def describe_reply(reply: Reply) -> str:

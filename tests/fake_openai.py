@@ -198,8 +198,25 @@ def synth_pcm(text: str, rate: int = TTS_SAMPLE_RATE, words_per_minute: int = 17
         timeout=30,
     ).stdout
     return subprocess.run(
-        ["sox", "-q", "-t", "wav", "-", "-t", "raw", "-r", str(rate), "-c", "1", "-b", "16",
-         "-e", "signed-integer", "-L", "-"],
+        [
+            "sox",
+            "-q",
+            "-t",
+            "wav",
+            "-",
+            "-t",
+            "raw",
+            "-r",
+            str(rate),
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "-e",
+            "signed-integer",
+            "-L",
+            "-",
+        ],
         input=spoken,
         capture_output=True,
         check=True,
@@ -232,10 +249,7 @@ def make_png(width: int = 4, height: int = 4, rgb: tuple[int, int, int] = (32, 1
     row = b"\x00" + bytes(rgb) * width
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(row * height))
-        + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(row * height)) + chunk(b"IEND", b"")
     )
 
 
@@ -264,7 +278,7 @@ def _wav_duration(data: bytes) -> float:
 def _words(text: str) -> list[str]:
     """Split text into word-sized pieces that concatenate back to ``text`` exactly."""
     pieces = re.findall(r"\s*\S+", text)
-    rest = text[len("".join(pieces)):]
+    rest = text[len("".join(pieces)) :]
     if rest:
         if pieces:
             pieces[-1] += rest
@@ -573,7 +587,7 @@ class _Handler(BaseHTTPRequestHandler):
             return {"id": mid, "object": "model", "created": 0, "owned_by": "fake"}
 
         if rest.startswith("models/"):
-            mid = unquote(rest[len("models/"):])
+            mid = unquote(rest[len("models/") :])
             if mid not in MODELS:
                 raise _HTTPError(404, f"The model '{mid}' does not exist", param="model", code="model_not_found")
             self._send_json(200, model(mid))
@@ -584,18 +598,23 @@ class _Handler(BaseHTTPRequestHandler):
         if req is None:
             raise _HTTPError(400, "Expected a JSON body")
         if not isinstance(req.get("messages"), list):
-            raise _HTTPError(400, "Missing required parameter: 'messages'.", param="messages",
-                             code="missing_required_parameter")
+            raise _HTTPError(
+                400, "Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter"
+            )
         if not req.get("model"):
-            raise _HTTPError(400, "Missing required parameter: 'model'.", param="model",
-                             code="missing_required_parameter")
+            raise _HTTPError(
+                400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter"
+            )
         reply = fake._next_chat_reply(req)
         model = str(req["model"])
         cid = "chatcmpl-" + secrets.token_hex(12)
         created = int(time.time())
         calls = [
-            (f"call_{secrets.token_hex(12)}", name,
-             args if isinstance(args, str) else json.dumps(args, separators=(",", ":")))
+            (
+                f"call_{secrets.token_hex(12)}",
+                name,
+                args if isinstance(args, str) else json.dumps(args, separators=(",", ":")),
+            )
             for name, args in reply.tool_calls
         ]
         finish = "tool_calls" if calls else "stop"
@@ -627,16 +646,19 @@ class _Handler(BaseHTTPRequestHandler):
                     {"id": cid_, "type": "function", "function": {"name": name, "arguments": args}}
                     for cid_, name, args in calls
                 ]
-            self._send_json(200, {
-                "id": cid,
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-                "usage": usage,
-                "service_tier": "default",
-                "system_fingerprint": "fp_fake",
-            })
+            self._send_json(
+                200,
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+                    "usage": usage,
+                    "service_tier": "default",
+                    "system_fingerprint": "fp_fake",
+                },
+            )
             return
 
         opts = req.get("stream_options")
@@ -672,27 +694,37 @@ class _Handler(BaseHTTPRequestHandler):
             self._sse(chunk({"content": piece}))
         for index, (call_id, name, args) in enumerate(calls):
             pace()
-            self._sse(chunk({"tool_calls": [{
-                "index": index,
-                "id": call_id,
-                "type": "function",
-                "function": {"name": name, "arguments": ""},
-            }]}))
+            self._sse(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": call_id,
+                                "type": "function",
+                                "function": {"name": name, "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
             for fragment in _split3(args):
                 pace()
                 self._sse(chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}))
         self._sse(chunk({}, finish))
         if include_usage:
-            self._sse({
-                "id": cid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "service_tier": "default",
-                "system_fingerprint": "fp_fake",
-                "choices": [],
-                "usage": usage,
-            })
+            self._sse(
+                {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "service_tier": "default",
+                    "system_fingerprint": "fp_fake",
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
         self._chunk(b"data: [DONE]\n\n", last=True)
 
     def _transcription(
@@ -703,8 +735,9 @@ class _Handler(BaseHTTPRequestHandler):
         arrived: float,
     ) -> None:
         if "file" not in files:
-            raise _HTTPError(400, "Missing required parameter: 'file'.", param="file",
-                             code="missing_required_parameter")
+            raise _HTTPError(
+                400, "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
+            )
         if not form.get("model"):
             raise _HTTPError(400, "you must provide a model parameter", param="model")
         audio = files["file"][1]
@@ -714,8 +747,9 @@ class _Handler(BaseHTTPRequestHandler):
         fmt = form.get("response_format") or "json"
         stream = form.get("stream", "").strip().lower() == "true"
         if fmt not in ("json", "text", "verbose_json", "srt", "vtt"):
-            raise _HTTPError(400, f"response_format '{fmt}' is not supported by the fake server",
-                             param="response_format")
+            raise _HTTPError(
+                400, f"response_format '{fmt}' is not supported by the fake server", param="response_format"
+            )
 
         wait = arrived + fake.transcribe_delay_s - time.monotonic()
         if wait > 0:
@@ -727,25 +761,35 @@ class _Handler(BaseHTTPRequestHandler):
                 self._sse({"type": "transcript.text.delta", "delta": piece})
             n_in = max(1, int(duration * 10))
             n_out = len(_words(text))
-            self._sse({
-                "type": "transcript.text.done",
-                "text": text,
-                "usage": {"type": "tokens", "input_tokens": n_in, "output_tokens": n_out,
-                          "total_tokens": n_in + n_out},
-            }, last=True)
+            self._sse(
+                {
+                    "type": "transcript.text.done",
+                    "text": text,
+                    "usage": {
+                        "type": "tokens",
+                        "input_tokens": n_in,
+                        "output_tokens": n_out,
+                        "total_tokens": n_in + n_out,
+                    },
+                },
+                last=True,
+            )
             return
 
         if fmt == "json":
             self._send_json(200, {"text": text})
         elif fmt == "verbose_json":
             lang = form.get("language") or "en"
-            self._send_json(200, {
-                "task": "transcribe",
-                "language": _LANGUAGES.get(lang, lang),
-                "duration": round(duration, 3),
-                "text": text,
-                "segments": [],
-            })
+            self._send_json(
+                200,
+                {
+                    "task": "transcribe",
+                    "language": _LANGUAGES.get(lang, lang),
+                    "duration": round(duration, 3),
+                    "text": text,
+                    "segments": [],
+                },
+            )
         elif fmt == "text":
             self._send_bytes(200, (text + "\n").encode(), "text/plain; charset=utf-8")
         elif fmt == "srt":
@@ -760,18 +804,26 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HTTPError(400, "Expected a JSON body")
         text = req.get("input")
         if not isinstance(text, str) or not text.strip():
-            raise _HTTPError(400, "Missing required parameter: 'input'.", param="input",
-                             code="missing_required_parameter")
+            raise _HTTPError(
+                400, "Missing required parameter: 'input'.", param="input", code="missing_required_parameter"
+            )
         if not req.get("model"):
-            raise _HTTPError(400, "Missing required parameter: 'model'.", param="model",
-                             code="missing_required_parameter")
+            raise _HTTPError(
+                400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter"
+            )
         fmt = req.get("response_format") or "mp3"
         if fmt not in ("pcm", "wav"):
-            raise _HTTPError(400, f"response_format '{fmt}' is unsupported in the fake server (use 'pcm' or 'wav')",
-                             param="response_format")
+            raise _HTTPError(
+                400,
+                f"response_format '{fmt}' is unsupported in the fake server (use 'pcm' or 'wav')",
+                param="response_format",
+            )
         if req.get("stream_format") not in (None, "audio"):
-            raise _HTTPError(400, f"stream_format '{req.get('stream_format')}' is unsupported in the fake server",
-                             param="stream_format")
+            raise _HTTPError(
+                400,
+                f"stream_format '{req.get('stream_format')}' is unsupported in the fake server",
+                param="stream_format",
+            )
         speed = req.get("speed")
         wpm = 175
         if isinstance(speed, (int, float)) and speed > 0:
@@ -800,8 +852,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HTTPError(400, "Expected a JSON body")
         prompt = req.get("prompt")
         if not isinstance(prompt, str) or not prompt:
-            raise _HTTPError(400, "Missing required parameter: 'prompt'.", param="prompt",
-                             code="missing_required_parameter")
+            raise _HTTPError(
+                400, "Missing required parameter: 'prompt'.", param="prompt", code="missing_required_parameter"
+            )
         n = req.get("n")
         count = n if isinstance(n, int) and n > 0 else 1
         if req.get("response_format") == "url":

@@ -71,8 +71,9 @@ def _wav_seconds(path: Path) -> float:
         return w.getnframes() / w.getframerate()
 
 
-def _raw_request(url: str, method: str = "GET", body: bytes | None = None,
-                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def _raw_request(
+    url: str, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
@@ -93,8 +94,12 @@ def test_transcription_json_records_fields(srv: FakeOpenAI, client: openai.OpenA
     assert result.text == "turn on the kitchen light"
     [rec] = srv.of("audio/transcriptions")
     assert (rec.method, rec.path, rec.deployment, rec.api_version) == ("POST", "/v1/audio/transcriptions", None, None)
-    assert rec.form == {"model": "gpt-4o-mini-transcribe", "language": "en", "prompt": "Kitchen, lights.",
-                        "temperature": "0.0"}
+    assert rec.form == {
+        "model": "gpt-4o-mini-transcribe",
+        "language": "en",
+        "prompt": "Kitchen, lights.",
+        "temperature": "0.0",
+    }
     filename, data, _ = rec.files["file"]
     assert filename == "utterance.wav"
     assert data == wav_path.read_bytes()
@@ -119,7 +124,11 @@ def test_transcription_text_and_verbose_json(srv: FakeOpenAI, client: openai.Ope
     vtt = client.audio.transcriptions.create(model="whisper-1", file=wav_path, response_format="vtt")
     assert vtt.startswith("WEBVTT\n\n00:00:00.000 --> ")
     assert [r.form.get("response_format") for r in srv.of("audio/transcriptions")] == [
-        "text", "verbose_json", "srt", "vtt"]
+        "text",
+        "verbose_json",
+        "srt",
+        "vtt",
+    ]
 
 
 def test_transcription_callable_and_stream(srv: FakeOpenAI, client: openai.OpenAI, wav_path: Path) -> None:
@@ -191,10 +200,12 @@ def test_chat_handler_sees_request(srv: FakeOpenAI, client: openai.OpenAI) -> No
 
 
 def test_chat_stream_tool_call_deltas(srv: FakeOpenAI, client: openai.OpenAI) -> None:
-    srv.script.append(ChatReply(
-        text="Sure, turning them on.",
-        tool_calls=[("turn_on", {"entity_id": "light.kitchen"}), ("turn_on", {"entity_id": "light.hall"})],
-    ))
+    srv.script.append(
+        ChatReply(
+            text="Sure, turning them on.",
+            tool_calls=[("turn_on", {"entity_id": "light.kitchen"}), ("turn_on", {"entity_id": "light.hall"})],
+        )
+    )
     stream = client.chat.completions.create(
         model="gpt-5.4-mini", messages=MESSAGES, tools=TOOLS, stream=True, stream_options={"include_usage": True}
     )
@@ -358,14 +369,23 @@ def test_azure_deployment_paths(srv: FakeOpenAI, wav_path: Path) -> None:
 
 def test_azure_ad_token(srv: FakeOpenAI) -> None:
     with openai.AzureOpenAI(
-        azure_endpoint=srv.url, api_version="2024-10-21", azure_ad_token="test-ad-token",
-        azure_deployment="chat-dep", max_retries=0,
+        azure_endpoint=srv.url,
+        api_version="2024-10-21",
+        azure_ad_token="test-ad-token",
+        azure_deployment="chat-dep",
+        max_retries=0,
     ) as azure:
         azure.chat.completions.create(model="x", messages=MESSAGES)
-    with openai.AzureOpenAI(
-        azure_endpoint=srv.url, api_version="2024-10-21", azure_ad_token="wrong",
-        azure_deployment="chat-dep", max_retries=0,
-    ) as azure, pytest.raises(openai.AuthenticationError):
+    with (
+        openai.AzureOpenAI(
+            azure_endpoint=srv.url,
+            api_version="2024-10-21",
+            azure_ad_token="wrong",
+            azure_deployment="chat-dep",
+            max_retries=0,
+        ) as azure,
+        pytest.raises(openai.AuthenticationError),
+    ):
         azure.chat.completions.create(model="x", messages=MESSAGES)
     ok, bad = srv.of("chat/completions")
     assert ok.headers["authorization"] == "Bearer test-ad-token" and "api-key" not in ok.headers
@@ -374,7 +394,9 @@ def test_azure_ad_token(srv: FakeOpenAI) -> None:
 
 def test_azure_without_api_version_is_404(srv: FakeOpenAI) -> None:
     status, _, body = _raw_request(
-        f"{srv.url}/openai/deployments/d/chat/completions", "POST", json.dumps({"messages": []}).encode(),
+        f"{srv.url}/openai/deployments/d/chat/completions",
+        "POST",
+        json.dumps({"messages": []}).encode(),
         {"api-key": "test-key", "Content-Type": "application/json"},
     )
     assert status == 404 and "error" in json.loads(body)
@@ -413,14 +435,20 @@ def test_429_error_body_and_header(srv: FakeOpenAI, client: openai.OpenAI) -> No
     with pytest.raises(openai.RateLimitError) as exc:
         client.images.generate(prompt="x")
     assert exc.value.response.headers["retry-after"] == "0.05"
-    assert exc.value.body == {"message": "Rate limit reached", "type": "requests", "param": None,
-                              "code": "rate_limit_exceeded"}
+    assert exc.value.body == {
+        "message": "Rate limit reached",
+        "type": "requests",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
 
 
 def test_500s_exhaust_retries(srv: FakeOpenAI) -> None:
     srv.fail("chat/completions", 500, times=5, retry_after=0.01)
-    with openai.OpenAI(base_url=srv.base_url, api_key="test-key", max_retries=1) as c, \
-            pytest.raises(openai.InternalServerError):
+    with (
+        openai.OpenAI(base_url=srv.base_url, api_key="test-key", max_retries=1) as c,
+        pytest.raises(openai.InternalServerError),
+    ):
         c.chat.completions.create(model="m", messages=MESSAGES)
     assert len(srv.of("chat/completions")) == 2
 

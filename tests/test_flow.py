@@ -267,3 +267,67 @@ def test_api_failure_gives_a_published_and_spoken_apology(
     mqtt.clear()
     mqtt.publish(f"{root}/ask", json.dumps({"text": "hi again", "id": "r10"}))
     assert mqtt.wait_for(f"{root}/event/reply", timeout=15).json()["text"] == "OK."
+
+
+def test_microphone_is_not_heard_while_the_device_speaks(
+    fake: FakeOpenAI,
+    mqtt_broker: Broker,
+    mqtt: MqttRecorder,
+    pulse: PulseAudio,
+    speaker: SpeakerRecorder,
+    speech: SpeechFactory,
+    start_daemon: Callable[..., tuple[Daemon, str]],
+) -> None:
+    _daemon, root = start_daemon(base_sections(mqtt_broker.port, fake.url), OPENAI_API_KEY="test-key")
+    long_text = "This is a long announcement. " * 6
+    mqtt.publish(f"{root}/say", json.dumps({"text": long_text, "id": "s1"}))
+    speaking = mqtt.wait_for(f"{root}/state", predicate=lambda m: m.text == "speaking", timeout=10)
+    pulse.play_into_mic(speech(REQUEST, pad_before=0.2, pad_after=0.2))  # while it speaks
+    mqtt.wait_for(f"{root}/state", predicate=lambda m: m.text == "idle" and m.time > speaking.time, timeout=30)
+    mqtt.assert_no_message(f"{root}/event/transcript", duration=1.5)
+    assert fake.of("audio/transcriptions") == []
+    # and once it is quiet again, it hears
+    fake.transcript = "hello"
+    pulse.play_into_mic(speech("hello there"))
+    assert mqtt.wait_for(f"{root}/event/transcript", timeout=15).json()["text"] == "hello"
+
+
+def test_mqtt_wake_mode_listens_only_when_asked(
+    fake: FakeOpenAI,
+    mqtt_broker: Broker,
+    mqtt: MqttRecorder,
+    pulse: PulseAudio,
+    speech: SpeechFactory,
+    start_daemon: Callable[..., tuple[Daemon, str]],
+) -> None:
+    sections = base_sections(mqtt_broker.port, fake.url)
+    sections["wake"] = {"mode": "mqtt", "listen_timeout_s": 6}
+    sections["tts"] = {"engine": "none"}
+    _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
+    fake.transcript = REQUEST
+    fake.chat_handler = kitchen_model
+    pulse.play_into_mic(speech(REQUEST))  # not asked to listen: nothing is sent
+    mqtt.assert_no_message(f"{root}/event/transcript", duration=1.0)
+    assert fake.of("audio/transcriptions") == []
+    mqtt.publish(f"{root}/listen", json.dumps({"id": "w1"}))
+    wake = mqtt.wait_for(f"{root}/event/wake").json()
+    assert (wake["id"], wake["reason"]) == ("w1", "mqtt")
+    pulse.play_into_mic(speech(REQUEST), wait=False)
+    assert mqtt.wait_for(f"{root}/event/reply", timeout=20).json()["text"] == ANSWER
+    assert len(fake.of("audio/transcriptions")) == 1
+
+
+def test_last_will_says_offline_when_the_daemon_dies(
+    fake: FakeOpenAI,
+    mqtt_broker: Broker,
+    mqtt: MqttRecorder,
+    start_daemon: Callable[..., tuple[Daemon, str]],
+) -> None:
+    sections = base_sections(mqtt_broker.port, fake.url)
+    sections["mqtt"]["keepalive"] = 5
+    daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
+    daemon.process.kill()
+    daemon.process.wait()
+    offline = mqtt.wait_for(f"{root}/status", predicate=lambda m: m.text == "offline", timeout=15)
+    assert offline.retain is False or offline.text == "offline"
+    daemon.process.returncode = 0  # killed on purpose: the fixture's clean-exit check does not apply
