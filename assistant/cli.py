@@ -94,7 +94,7 @@ async def _ask(config: Config, args: argparse.Namespace) -> int:
     from assistant.payloads import new_id
     from assistant.service import APOLOGY, Assistant, describe_reply
 
-    assistant = Assistant(config)
+    assistant = Assistant(config, daemon=False)
     await _connect_for_turn(assistant)
     try:
         reply = await assistant.answer(" ".join(args.text), new_id(), None, speak=args.speak)
@@ -106,7 +106,7 @@ async def _ask(config: Config, args: argparse.Namespace) -> int:
 
 async def _connect_for_turn(assistant: Assistant) -> None:
     """Connect to the broker and give retained entity states a moment to arrive."""
-    assistant.link.subscribe(sorted(assistant.registry.state_topics()))
+    assistant.link.subscribe(assistant.house.topics())
     await assistant.link.start(timeout=10)
     await asyncio.sleep(0.3)
     while not assistant.link.messages.empty():
@@ -165,7 +165,7 @@ async def _listen(config: Config, args: argparse.Namespace) -> int:
             microphone.close()
         assert utterance is not None
         audio = utterance.audio
-    assistant = Assistant(config)
+    assistant = Assistant(config, daemon=False)
     await _connect_for_turn(assistant)
     try:
         text, reply = await assistant.voice_turn(VoiceTurn(audio, rate))

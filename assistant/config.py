@@ -43,6 +43,13 @@ def _default_site_id() -> str:
     return re.sub(r"[^a-z0-9_-]+", "-", socket.gethostname().lower()).strip("-") or "assistant"
 
 
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= sets $STATE_DIRECTORY; otherwise the XDG place for state.
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "assistant"
+
+
 class DeviceConfig(Section):
     """Who this device is: its MQTT namespace, spoken name, language and room."""
 
@@ -50,6 +57,7 @@ class DeviceConfig(Section):
     name: str = "Assistant"
     language: str = "en"
     area: str | None = None
+    state_dir: Path = Field(default_factory=_default_state_dir)
 
 
 class AudioConfig(Section):
@@ -152,6 +160,13 @@ class TlsConfig(Section):
     key_file: Path | None = None
     insecure: bool = False
 
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _readable(cls, path: Path | None) -> Path | None:
+        if path is not None and not os.access(path, os.R_OK):
+            raise ValueError(f"cannot read {path}" if path.exists() else f"no such file: {path}")
+        return path
+
 
 class MqttConfig(Section):
     """The broker shared with Home Assistant."""
@@ -189,7 +204,12 @@ DEFAULT_EXPOSE = ["light.*", "switch.*", "fan.*", "climate.*", "scene.*", "senso
 class HomeAssistantConfig(Section):
     """Which entities exist and which of them the agent may see and control."""
 
-    discovery_prefix: str = "homeassistant"
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+]+$")
+    learn_from_discovery: bool = True
+    announce: bool = True
+    statestream_topic: str | None = Field(None, pattern=r"^[^#+]+$")
+    service_topic: str | None = Field(None, pattern=r"^[^#+]+$")
+    bridge_timeout_s: float = Field(5.0, gt=0, le=60)
     expose: list[str] = DEFAULT_EXPOSE
     entities: list[EntityConfig] = []
 

@@ -1,21 +1,44 @@
-"""Home Assistant entities reached over MQTT: the registry, their states, their payloads.
+"""Home Assistant entities known to the daemon: identity, MQTT keys, live state.
 
-Entities are described with the very keys of Home Assistant's MQTT configuration
-(command_topic, payload_on, brightness_command_topic, schema, ...), so what a user
-already has in YAML or discovery works here unchanged.
+Entities come from three places: hand-declared tables in the config, Home Assistant's
+MQTT discovery messages, and mqtt_statestream. Each is described with Home Assistant's
+own MQTT keys, so whatever a user already has in YAML or discovery works unchanged.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
 from assistant.config import EntityConfig, HomeAssistantConfig
 
-CONTROLLABLE = {"switch", "light", "fan", "input_boolean"}
-READABLE = CONTROLLABLE | {"sensor", "binary_sensor"}
+log = logging.getLogger(__name__)
+
+_templates = ImmutableSandboxedEnvironment(undefined=jinja2.ChainableUndefined, autoescape=False)
+_templates.filters["float"] = lambda value, default=0.0: _number(value, default, float)
+_templates.filters["int"] = lambda value, default=0: _number(value, default, int)
+_templates.globals["is_defined"] = lambda value: not isinstance(value, jinja2.Undefined)
+
+
+def _number(value: Any, default: Any, kind: type) -> Any:
+    try:
+        return kind(float(value)) if kind is int else kind(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def render_template(source: str, variables: dict[str, Any]) -> str:
+    """Render a Home Assistant style value/command template (a sandboxed Jinja2 subset)."""
+    try:
+        return _templates.from_string(source).render(**variables).strip()
+    except jinja2.TemplateError as error:
+        raise CommandError(f"template {source!r} failed: {error}") from None
 
 
 class CommandError(Exception):
@@ -31,9 +54,25 @@ class Command:
     retain: bool = False
 
 
+# state-carrying topic key -> (attribute it feeds, or "state"; template key that reads it)
+STATE_TOPICS: dict[str, tuple[str, str]] = {
+    "state_topic": ("state", "value_template"),
+    "brightness_state_topic": ("brightness", "brightness_value_template"),
+    "color_temp_state_topic": ("color_temp", "color_temp_value_template"),
+    "rgb_state_topic": ("rgb_color", "rgb_value_template"),
+    "position_topic": ("current_position", "position_template"),
+    "percentage_state_topic": ("percentage", "percentage_value_template"),
+    "current_temperature_topic": ("current_temperature", "current_temperature_template"),
+    "temperature_state_topic": ("temperature", "temperature_state_template"),
+    "mode_state_topic": ("state", "mode_state_template"),  # a climate entity's state is its hvac mode
+    "json_attributes_topic": ("*", "json_attributes_template"),
+}
+ON_OFF_DOMAINS = {"switch", "light", "fan", "binary_sensor", "input_boolean", "siren", "humidifier"}
+
+
 @dataclass
 class Entity:
-    """An entity the daemon knows: identity, MQTT keys, and its last known state."""
+    """An entity: identity, its Home Assistant MQTT keys, and its last known state."""
 
     entity_id: str
     name: str
@@ -42,6 +81,7 @@ class Entity:
     mqtt: dict[str, Any] = field(default_factory=dict)
     state: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    source: str = "config"
 
     @property
     def domain(self) -> str:
@@ -55,13 +95,14 @@ class Entity:
         return cls(config.entity_id, config.name or default_name, list(config.aliases), config.area, config.mqtt)
 
     def key(self, name: str, default: Any = None) -> Any:
-        """A Home Assistant MQTT key of this entity, with Home Assistant's default."""
-        return self.mqtt.get(name, default)
+        """A Home Assistant MQTT key of this entity, or Home Assistant's default."""
+        value = self.mqtt.get(name)
+        return default if value is None else value
 
     @property
-    def is_json_light(self) -> bool:
-        """Lights with `schema: json` take one JSON command instead of several topics."""
-        return self.domain == "light" and self.key("schema", "default") == "json"
+    def mqtt_native(self) -> bool:
+        """Whether commands go straight to the device over MQTT (else through the bridge)."""
+        return any(key.endswith("command_topic") or key == "set_position_topic" for key in self.mqtt)
 
     def summary(self) -> dict[str, Any]:
         """What the model is told about the entity."""
@@ -74,96 +115,86 @@ class Entity:
             info["attributes"] = self.attributes
         return info
 
-
-def _payload_on(entity: Entity) -> str:
-    return str(entity.key("payload_on", "ON"))
-
-
-def _payload_off(entity: Entity) -> str:
-    return str(entity.key("payload_off", "OFF"))
-
-
-def _scaled_brightness(entity: Entity, percent: float) -> int:
-    scale = int(entity.key("brightness_scale", 255))
-    return max(0, min(scale, round(percent / 100 * scale)))
-
-
-def _command_topic(entity: Entity) -> str:
-    topic = entity.key("command_topic")
-    if not topic:
-        raise CommandError(f"{entity.entity_id} has no command_topic")
-    return str(topic)
-
-
-def turn_on(entity: Entity, brightness_pct: float | None = None) -> list[Command]:
-    """The publishes that turn an entity on (optionally at a brightness)."""
-    if entity.domain not in CONTROLLABLE:
-        raise CommandError(f"{entity.entity_id} cannot be turned on")
-    retain = bool(entity.key("retain", False))
-    if brightness_pct is not None and entity.domain != "light":
-        raise CommandError(f"{entity.entity_id} has no brightness")
-    if entity.is_json_light:
-        body: dict[str, Any] = {"state": "ON"}
-        if brightness_pct is not None:
-            if not entity.key("brightness", True):
-                raise CommandError(f"{entity.entity_id} does not support brightness")
-            body["brightness"] = _scaled_brightness(entity, brightness_pct)
-        return [Command(_command_topic(entity), json.dumps(body), retain)]
-    commands = [Command(_command_topic(entity), _payload_on(entity), retain)]
-    if brightness_pct is not None:
-        topic = entity.key("brightness_command_topic")
-        if not topic:
-            raise CommandError(f"{entity.entity_id} does not support brightness")
-        commands.append(Command(str(topic), str(_scaled_brightness(entity, brightness_pct)), retain))
-    return commands
-
-
-def turn_off(entity: Entity) -> list[Command]:
-    """The publish that turns an entity off."""
-    if entity.domain not in CONTROLLABLE:
-        raise CommandError(f"{entity.entity_id} cannot be turned off")
-    retain = bool(entity.key("retain", False))
-    if entity.is_json_light:
-        return [Command(_command_topic(entity), json.dumps({"state": "OFF"}), retain)]
-    return [Command(_command_topic(entity), _payload_off(entity), retain)]
-
-
-def parse_state(entity: Entity, payload: str) -> tuple[str, dict[str, Any]]:
-    """Home Assistant's state string (and attributes) from a state-topic payload."""
-    if entity.is_json_light:
+    def apply(self, topic_key: str, payload: str) -> None:
+        """Update state or attributes from a message on one of this entity's state topics."""
+        attribute, template_key = STATE_TOPICS[topic_key]
+        template = self.key(template_key) or (self.key("state_value_template") if topic_key == "state_topic" else None)
+        value: Any = payload
         try:
-            data = json.loads(payload)
+            value_json = json.loads(payload)
         except ValueError:
-            return payload, {}
-        if not isinstance(data, dict):
-            return payload, {}
-        state = str(data.get("state", "")).upper()
-        attributes = {k: v for k, v in data.items() if k != "state"}
-        return ("on" if state == "ON" else "off" if state == "OFF" else "unknown"), attributes
-    if entity.domain in {"switch", "light", "fan", "binary_sensor", "input_boolean"}:
-        state_on = str(entity.key("state_on", _payload_on(entity)))
-        state_off = str(entity.key("state_off", _payload_off(entity)))
-        if payload == state_on:
-            return "on", {}
-        if payload == state_off:
-            return "off", {}
-        return payload, {}
-    unit = entity.key("unit_of_measurement")
-    return payload, ({"unit_of_measurement": unit} if unit else {})
+            value_json = None
+        if template:
+            try:
+                value = render_template(template, {"value": payload, "value_json": value_json})
+            except CommandError as error:
+                log.debug("%s: %s", self.entity_id, error)
+                return
+        if attribute == "*":
+            if isinstance(value_json, dict) and not template:
+                self.attributes.update(value_json)
+            return
+        if attribute == "state":
+            self._apply_state(str(value), value_json)
+        else:
+            self.attributes[attribute] = value
+
+    def _apply_state(self, value: str, value_json: Any) -> None:
+        if self.domain == "light" and self.key("schema") == "json" and isinstance(value_json, dict):
+            self.attributes.update({k: v for k, v in value_json.items() if k != "state"})
+            value = str(value_json.get("state", ""))
+            self.state = {"ON": "on", "OFF": "off"}.get(value.upper(), "unknown")
+            return
+        if self.domain in ON_OFF_DOMAINS:
+            on = str(self.key("state_on", self.key("payload_on", "ON")))
+            off = str(self.key("state_off", self.key("payload_off", "OFF")))
+            self.state = "on" if value == on else "off" if value == off else value
+        elif self.domain == "lock":
+            states = {"LOCKED": "locked", "UNLOCKED": "unlocked", "LOCKING": "locking", "UNLOCKING": "unlocking"}
+            self.state = states.get(value, value.lower())
+        elif self.domain == "cover":
+            states = {"open": "open", "closed": "closed", "opening": "opening", "closing": "closing"}
+            self.state = states.get(value.lower(), value)
+        else:
+            self.state = value
+            unit = self.key("unit_of_measurement")
+            if unit:
+                self.attributes["unit_of_measurement"] = unit
+
+    def state_topics(self) -> dict[str, str]:
+        """Topic -> state topic key, for the topics this entity reads."""
+        return {str(self.mqtt[key]): key for key in STATE_TOPICS if self.mqtt.get(key)}
 
 
 class Registry:
     """Every known entity, and the allowlist that decides what the agent may see."""
 
     def __init__(self, config: HomeAssistantConfig) -> None:
+        self.config = config
         self.expose_patterns = list(config.expose)
         self.entities: dict[str, Entity] = {}
+        self._by_topic: dict[str, list[tuple[Entity, str]]] | None = None
         for entity_config in config.entities:
             self.add(Entity.from_config(entity_config))
 
     def add(self, entity: Entity) -> None:
-        """Add or replace an entity."""
+        """Add or replace an entity; hand-declared entities win over learned ones."""
+        existing = self.entities.get(entity.entity_id)
+        if existing is not None and existing.source == "config" and entity.source != "config":
+            return
+        if existing is not None:  # keep what we already know of its state
+            entity.state = entity.state or existing.state
+            entity.attributes = {**existing.attributes, **entity.attributes}
         self.entities[entity.entity_id] = entity
+        self._by_topic = None
+
+    def remove_source(self, source: str) -> list[str]:
+        """Forget every entity learned from `source` (a discovery topic); return their ids."""
+        gone = [eid for eid, e in self.entities.items() if e.source == source]
+        for entity_id in gone:
+            del self.entities[entity_id]
+        self._by_topic = None
+        return gone
 
     def is_exposed(self, entity_id: str) -> bool:
         """Whether the allowlist (`expose` globs) admits this entity id."""
@@ -180,19 +211,47 @@ class Registry:
             raise CommandError(f"no exposed entity {entity_id!r}")
         return entity
 
-    def state_topics(self) -> dict[str, list[Entity]]:
-        """State topic -> entities reading it, for subscription."""
-        topics: dict[str, list[Entity]] = {}
-        for entity in self.entities.values():
-            topic = entity.key("state_topic")
-            if topic:
-                topics.setdefault(str(topic), []).append(entity)
-        return topics
+    def topics(self) -> dict[str, list[tuple[Entity, str]]]:
+        """State topic -> (entity, topic key) pairs that read it."""
+        if self._by_topic is None:
+            by_topic: dict[str, list[tuple[Entity, str]]] = {}
+            for entity in self.entities.values():
+                for topic, key in entity.state_topics().items():
+                    by_topic.setdefault(topic, []).append((entity, key))
+            self._by_topic = by_topic
+        return self._by_topic
+
+    def state_topics(self) -> list[str]:
+        """Every topic that carries a state, for subscription."""
+        return sorted(self.topics())
 
     def update_from_topic(self, topic: str, payload: str) -> list[Entity]:
         """Record a state message; return the entities it updated."""
-        updated = self.state_topics().get(topic, [])
-        for entity in updated:
-            entity.state, attributes = parse_state(entity, payload)
-            entity.attributes.update(attributes)
-        return updated
+        pairs = self.topics().get(topic, [])
+        for entity, key in pairs:
+            entity.apply(key, payload)
+        return [entity for entity, _key in pairs]
+
+    def update_from_statestream(self, base: str, topic: str, payload: str) -> Entity | None:
+        """mqtt_statestream: `<base>/<domain>/<object_id>/state` and `/<attribute>` (JSON)."""
+        parts = topic.removeprefix(base.rstrip("/") + "/").split("/")
+        if len(parts) != 3:
+            return None
+        domain, object_id, leaf = parts
+        entity_id = f"{domain}.{object_id}"
+        entity = self.entities.get(entity_id)
+        if entity is None:
+            entity = Entity(entity_id, object_id.replace("_", " ").capitalize(), source="statestream")
+            self.add(entity)
+        if leaf == "state":
+            entity.state = payload
+            return entity
+        try:
+            value = json.loads(payload)
+        except ValueError:
+            value = payload
+        if leaf == "friendly_name" and isinstance(value, str) and entity.source == "statestream":
+            entity.name = value
+        else:
+            entity.attributes[leaf] = value
+        return entity

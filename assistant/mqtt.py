@@ -11,7 +11,7 @@ import json
 import logging
 import ssl
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,17 @@ ONLINE, OFFLINE = "online", "offline"
 
 class MqttError(Exception):
     """The broker could not be reached or refused us."""
+
+
+def describe_error(error: BaseException) -> str:
+    """A short reason for a failed connection: the TLS verdict, or the OS error."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {error.verify_message}"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS error: {error.reason or error}"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,8 @@ class MqttLink:
         self.subscriptions: set[str] = set()
         self.messages: asyncio.Queue[Message] = asyncio.Queue(maxsize=queue_size)
         self.connected = asyncio.Event()
+        self._answered = asyncio.Event()  # the broker accepted or refused us
+        self.on_connect: list[Callable[[], None]] = []  # run on the loop after every (re)connect
         self._loop: asyncio.AbstractEventLoop | None = None
         self._refused: str | None = None
         client_id = config.client_id or f"assistant-{root.replace('/', '-')}-{uuid.uuid4().hex[:6]}"
@@ -72,18 +85,33 @@ class MqttLink:
         self._announce = will
 
     async def start(self, timeout: float | None = 10.0) -> None:
-        """Connect (in the background, retrying) and wait up to `timeout` for the first success."""
+        """Connect and wait up to `timeout` for the broker to accept us.
+
+        The first attempt is made here so that its error (refused, TLS, DNS) can be told;
+        paho's own retry loop only says that it failed. With `timeout=None` (the daemon)
+        a failure is logged and paho keeps retrying with backoff.
+        """
         self._loop = asyncio.get_running_loop()
-        self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
+        where = f"{self.config.host}:{self.config.port}"
+        try:
+            await asyncio.to_thread(self.client.connect, self.config.host, self.config.port, self.config.keepalive)
+        except (OSError, ssl.SSLError, ValueError) as error:
+            reason = describe_error(error)
+            if timeout is not None:
+                raise MqttError(f"mqtt: cannot connect to {where} ({reason})") from None
+            log.warning("cannot reach the broker at %s (%s); retrying", where, reason)
+            self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
         self.client.loop_start()
         if timeout is None:
             return
         try:
             async with asyncio.timeout(timeout):
-                await self.connected.wait()
+                await self._answered.wait()
         except TimeoutError:
-            reason = self._refused or "no answer"
-            raise MqttError(f"mqtt: cannot connect to {self.config.host}:{self.config.port} ({reason})") from None
+            raise MqttError(f"mqtt: cannot connect to {where} (no answer)") from None
+        if self._refused and not self.connected.is_set():
+            self.client.loop_stop()
+            raise MqttError(f"mqtt: {where} refused the connection ({self._refused})")
 
     def stop(self) -> None:
         """Say offline, then disconnect cleanly (a clean disconnect does not fire the will)."""
@@ -98,6 +126,14 @@ class MqttLink:
         self.subscriptions |= new
         if new and self.client.is_connected():
             self.client.subscribe([(t, self.config.qos) for t in sorted(new)])
+
+    def resubscribe(self, topics: Iterable[str]) -> None:
+        """Subscribe again, so the broker re-sends what is retained there."""
+        topics = sorted(set(topics))
+        self.subscriptions |= set(topics)
+        if topics and self.client.is_connected():
+            self.client.unsubscribe(topics)
+            self.client.subscribe([(t, self.config.qos) for t in topics])
 
     def publish(
         self, topic: str, payload: str | bytes, *, retain: bool = False, qos: int | None = None
@@ -127,6 +163,8 @@ class MqttLink:
         if reason.is_failure:
             self._refused = str(reason)
             log.error("broker refused the connection: %s", reason)
+            if self._loop:
+                self._loop.call_soon_threadsafe(self._answered.set)
             return
         log.info("connected to mqtt %s:%d", self.config.host, self.config.port)
         if self._announce:
@@ -134,7 +172,13 @@ class MqttLink:
         if self.subscriptions:
             client.subscribe([(t, self.config.qos) for t in sorted(self.subscriptions)])
         if self._loop:
-            self._loop.call_soon_threadsafe(self.connected.set)
+            self._loop.call_soon_threadsafe(self._connected)
+
+    def _connected(self) -> None:
+        self.connected.set()
+        self._answered.set()
+        for callback in self.on_connect:
+            callback()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         if self._loop and not self._loop.is_closed():

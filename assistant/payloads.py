@@ -91,3 +91,16 @@ def parse_signal(payload: bytes) -> str:
     if isinstance(data, str) and len(data) <= 64:
         return data or new_id()
     raise BadRequest('expected an empty payload, an id, or {"id": ...}')
+
+
+def parse_switch(payload: bytes) -> bool:
+    """ON / OFF (also true/false, 1/0, or {"state": ...}) for mute/set."""
+    data = _decode(payload)
+    if isinstance(data, dict):
+        data = data.get("state")
+    value = str(data).strip().lower()
+    if value in ("on", "true", "1"):
+        return True
+    if value in ("off", "false", "0"):
+        return False
+    raise BadRequest("expected ON or OFF")

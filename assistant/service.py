@@ -23,11 +23,14 @@ import openai
 from assistant import systemd
 from assistant.agent import Agent, Reply
 from assistant.audio import Microphone, Speaker
+from assistant.bridge import ServiceBridge
 from assistant.config import Config
 from assistant.homeassistant import Command, Registry
+from assistant.house import House
 from assistant.mqtt import Message, MqttLink
-from assistant.payloads import BadRequest, Request, new_id, parse_signal, parse_text_request
+from assistant.payloads import BadRequest, Request, new_id, parse_signal, parse_switch, parse_text_request
 from assistant.providers import make_client, resolve, stages_in_use
+from assistant.store import Store
 from assistant.stt import Transcriber
 from assistant.tools import HomeTools
 from assistant.tts import TtsError, make_voice
@@ -64,21 +67,31 @@ Turn = VoiceTurn | Request | SayTurn
 class Assistant:
     """Wires the stages together and runs the state machine."""
 
-    def __init__(self, config: Config, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, config: Config, env: Mapping[str, str] | None = None, *, daemon: bool = True) -> None:
+        """`daemon=False` (one-off CLI turns) neither announces status nor publishes state."""
         env = os.environ if env is None else env
         self.config = config
         self.root = config.topic_root
-        self.link = MqttLink(config.mqtt, self.root)
+        self.daemon = daemon
+        self.link = MqttLink(config.mqtt, self.root, will=daemon)
         self.registry = Registry(config.homeassistant)
+        ha = config.homeassistant
+        self.bridge = (
+            ServiceBridge(ha.service_topic, self.link.publish, ha.bridge_timeout_s) if ha.service_topic else None
+        )
+        self.house = House(config, self.link, self.registry, self.bridge)
+        self.store = Store(config.device.state_dir)
+        self.muted = bool(self.store.load().get("muted", False))
         clients = {stage: make_client(resolve(config, stage, env)) for stage in stages_in_use(config)}
         self.transcriber = Transcriber(config.stt, clients["stt"])
-        self.home_tools = HomeTools(self.registry, self.publish_command)
+        self.home_tools = HomeTools(self.registry, self.publish_command, self.bridge)
         self.agent = Agent(config.agent, config.device, clients["agent"], self.registry, self.home_tools.tools)
         self.voice = make_voice(config.tts, clients.get("tts"), config.device.language)
         self.speaker = Speaker(config.audio.output_device)
         self.turns: asyncio.Queue[Turn] = asyncio.Queue(maxsize=32)
         self.state = ""
         self.listen_until = 0.0
+        self.listen_id: str | None = None
         self.mic_open_at = 0.0
         self.stop_speaking = asyncio.Event()
         self.current: asyncio.Task[None] | None = None
@@ -88,12 +101,32 @@ class Assistant:
     # --- outputs -------------------------------------------------------------
 
     def set_state(self, state: str) -> None:
-        """Move the state machine and publish `<root>/state` (retained)."""
+        """Move the state machine and publish `<root>/state` (retained); idle shows as muted."""
+        if state == "idle" and self.muted:
+            state = "muted"
         if state != self.state:
             self.state = state
+            if not self.daemon:
+                return
             self.link.publish(f"{self.root}/state", state, retain=True)
             systemd.notify(f"STATUS={state}")
             log.debug("state: %s", state)
+
+    def on_connect(self) -> None:
+        """After every (re)connect: our retained outputs and discovery, again."""
+        if self.state:  # before the first set_state, run() is about to publish it
+            self.link.publish(f"{self.root}/state", self.state, retain=True)
+        self.link.publish(f"{self.root}/mute", "ON" if self.muted else "OFF", retain=True)
+        self.house.announce()
+
+    def set_muted(self, muted: bool) -> None:
+        """Mute or unmute the microphone; remembered across restarts."""
+        self.muted = muted
+        self.store.save(muted=muted)
+        self.link.publish(f"{self.root}/mute", "ON" if muted else "OFF", retain=True)
+        if self.state in ("idle", "muted", "listening"):
+            self.set_state("idle")
+        log.info("microphone %s", "muted" if muted else "unmuted")
 
     def error(self, request_id: str | None, code: str, message: str) -> None:
         """Publish `event/error`."""
@@ -205,7 +238,7 @@ class Assistant:
 
     def accepting_audio(self, in_speech: bool) -> bool:
         """Whether the microphone may start or continue a request now."""
-        if self.state not in ("idle", "listening") or time.monotonic() < self.mic_open_at:
+        if self.muted or self.state not in ("idle", "listening") or time.monotonic() < self.mic_open_at:
             return False
         if self.config.wake.mode == "vad" or in_speech:
             return True
@@ -235,7 +268,8 @@ class Assistant:
                 log.debug("utterance %.2f-%.2f s (%.2f s of audio)", event.start_s, event.end_s, event.duration_s)
                 self.listen_until = 0.0
                 self.set_state("transcribing")
-                self.submit(VoiceTurn(event.audio, event.sample_rate))
+                turn_id, self.listen_id = self.listen_id or new_id(), None
+                self.submit(VoiceTurn(event.audio, event.sample_rate, turn_id))
             elif self.state == "listening" and not segmenter.in_speech and time.monotonic() >= self.listen_until:
                 self.set_state("idle")  # too short to be a request
 
@@ -243,8 +277,8 @@ class Assistant:
 
     def input_topics(self) -> list[str]:
         """Topics this daemon reads."""
-        inputs = [f"{self.root}/{name}" for name in ("ask", "say", "listen", "cancel")]
-        return inputs + sorted(self.registry.state_topics())
+        inputs = [f"{self.root}/{name}" for name in ("ask", "say", "listen", "cancel", "mute/set")]
+        return inputs + self.house.topics()
 
     async def dispatch(self) -> None:
         """Route incoming MQTT messages; a bad payload is answered on event/error."""
@@ -257,8 +291,8 @@ class Assistant:
 
     def on_message(self, message: Message) -> None:
         """Handle one MQTT message."""
-        if message.topic in self.registry.state_topics():
-            self.registry.update_from_topic(message.topic, message.payload.decode("utf-8", "replace"))
+        if not message.topic.startswith(self.root + "/"):
+            self.house.handle(message)
             return
         name = message.topic.removeprefix(self.root + "/")
         if name == "ask":
@@ -268,6 +302,9 @@ class Assistant:
             self.submit(SayTurn(request.text, request.id))
         elif name == "listen":
             request_id = parse_signal(message.payload)
+            if self.muted:
+                raise BadRequest("the microphone is muted", request_id)
+            self.listen_id = request_id
             self.listen_until = time.monotonic() + self.config.wake.listen_timeout_s
             self.link.event("wake", {"id": request_id, "t": time.time(), "reason": "mqtt"})
             if self.state == "idle":
@@ -277,6 +314,10 @@ class Assistant:
             self.stop_speaking.set()
             if self.current is not None:
                 self.current.cancel()
+        elif name == "mute/set":
+            self.set_muted(parse_switch(message.payload))
+        else:
+            self.house.handle(message)  # e.g. a state topic that happens to sit under our prefix
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -295,6 +336,7 @@ class Assistant:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         self.link.subscribe(self.input_topics())
+        self.link.on_connect.append(self.on_connect)
         await self.link.start(timeout=None)
         log.info("waiting for the broker at %s:%d", self.config.mqtt.host, self.config.mqtt.port)
         await self.link.connected.wait()

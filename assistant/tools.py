@@ -1,7 +1,8 @@
 """Tools the chat model may call: each has a name, a JSON schema and one async call.
 
 Every call is checked against the `expose` allowlist before anything is published,
-whatever the model asks; errors go back to the model as the tool's result.
+whatever the model asks; refusals and errors go back to the model as the tool's
+result and are reported as failed actions.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from assistant.homeassistant import Command, CommandError, Entity, Registry, turn_off, turn_on
+from assistant.bridge import ServiceBridge
+from assistant.commands import ACTIONS, mqtt_commands, service_call
+from assistant.homeassistant import Command, CommandError, Entity, Registry
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[Command], Awaitable[bool]]
+Plan = list[tuple[str, dict[str, Any]]]  # (action, parameters) to carry out in order
 
 
 @dataclass(frozen=True)
@@ -69,87 +73,203 @@ class Tool:
         }
 
 
-class HomeTools:
-    """turn_on / turn_off / get_state over the registry, publishing through `publish`."""
+def _number(args: dict[str, Any], key: str, low: float, high: float) -> float | None:
+    value = args.get(key)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise CommandError(f"{key} must be a number") from None
+    if not low <= number <= high:
+        raise CommandError(f"{key} must be between {low:g} and {high:g}")
+    return number
 
-    def __init__(self, registry: Registry, publish: Publish) -> None:
+
+def _plan_turn_on(args: dict[str, Any]) -> Plan:
+    params: dict[str, Any] = {
+        "brightness_pct": _number(args, "brightness_pct", 0, 100),
+        "color_temp_kelvin": _number(args, "color_temp_kelvin", 1000, 12000),
+    }
+    rgb = args.get("rgb_color")
+    if rgb is not None:
+        if not (isinstance(rgb, list) and len(rgb) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in rgb)):
+            raise CommandError("rgb_color must be three integers 0-255")
+        params["rgb_color"] = rgb
+    return [("turn_on", params)]
+
+
+def _plan_cover(args: dict[str, Any]) -> Plan:
+    action = args.get("action")
+    if action == "set_position":
+        position = _number(args, "position", 0, 100)
+        if position is None:
+            raise CommandError("position is required for set_position")
+        return [("set_position", {"value": position})]
+    if action not in ("open", "close", "stop"):
+        raise CommandError("action must be open, close, stop or set_position")
+    return [(action, {})]
+
+
+def _plan_climate(args: dict[str, Any]) -> Plan:
+    plan: Plan = []
+    mode = args.get("hvac_mode")
+    if mode is not None:
+        plan.append(("set_hvac_mode", {"value": str(mode)}))
+    temperature = _number(args, "temperature", 5, 35)
+    if temperature is not None:
+        plan.append(("set_temperature", {"value": temperature}))
+    if not plan:
+        raise CommandError("give a temperature, an hvac_mode, or both")
+    return plan
+
+
+def _plan_fan(args: dict[str, Any]) -> Plan:
+    percentage = _number(args, "percentage", 0, 100)
+    if percentage is None:
+        raise CommandError("percentage is required")
+    return [("set_percentage", {"value": percentage})]
+
+
+def _plan_lock(args: dict[str, Any]) -> Plan:
+    action = args.get("action")
+    if action not in ("lock", "unlock"):
+        raise CommandError("action must be lock or unlock")
+    return [(action, {})]
+
+
+_NUMBER = {"type": "number"}
+_TOOLS: list[tuple[str, str, set[str], dict[str, Any], Callable[[dict[str, Any]], Plan]]] = [
+    (
+        "turn_on",
+        "Turn on a light, switch, fan or other device, or activate a scene. A light may take "
+        "brightness_pct (0-100), color_temp_kelvin or rgb_color.",
+        ACTIONS["turn_on"],
+        {
+            "brightness_pct": {**_NUMBER, "minimum": 0, "maximum": 100},
+            "color_temp_kelvin": {**_NUMBER, "minimum": 1000, "maximum": 12000},
+            "rgb_color": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 255}},
+        },
+        _plan_turn_on,
+    ),
+    (
+        "turn_off",
+        "Turn off a light, switch, fan or other device.",
+        ACTIONS["turn_off"],
+        {},
+        lambda a: [("turn_off", {})],
+    ),
+    (
+        "set_cover",
+        "Open, close or stop a cover or valve (blind, shutter, garage door), or move it to a position "
+        "from 0 (closed) to 100 (open).",
+        ACTIONS["open"],
+        {"action": {"type": "string", "enum": ["open", "close", "stop", "set_position"]}, "position": _NUMBER},
+        _plan_cover,
+    ),
+    (
+        "set_climate",
+        "Set a thermostat's target temperature and/or its HVAC mode (heat, cool, auto, off, ...).",
+        ACTIONS["set_temperature"],
+        {"temperature": _NUMBER, "hvac_mode": {"type": "string"}},
+        _plan_climate,
+    ),
+    (
+        "set_fan_speed",
+        "Set a fan's speed in percent.",
+        ACTIONS["set_percentage"],
+        {"percentage": {**_NUMBER, "minimum": 0, "maximum": 100}},
+        _plan_fan,
+    ),
+    (
+        "lock",
+        "Lock or unlock a lock.",
+        ACTIONS["lock"],
+        {"action": {"type": "string", "enum": ["lock", "unlock"]}},
+        _plan_lock,
+    ),
+    ("press_button", "Press a button entity.", ACTIONS["press"], {}, lambda a: [("press", {})]),
+]
+
+
+class HomeTools:
+    """The tools over the registry; MQTT-native entities get MQTT, the rest the bridge."""
+
+    def __init__(self, registry: Registry, publish: Publish, bridge: ServiceBridge | None = None) -> None:
         self.registry = registry
         self.publish = publish
+        self.bridge = bridge
+
+    def _reachable(self, entity: Entity) -> bool:
+        return entity.mqtt_native or self.bridge is not None
 
     def tools(self) -> list[Tool]:
-        """The tools, with the exposed entity ids as the only allowed values."""
+        """The tools that have something to act on, each listing only its exposed entities."""
         exposed = self.registry.exposed()
-        controllable = [e.entity_id for e in exposed if e.key("command_topic")]
-        readable = [e.entity_id for e in exposed]
         tools = []
-        if controllable:
-            on_params: dict[str, Any] = {
+        for name, description, domains, properties, plan in _TOOLS:
+            ids = [e.entity_id for e in exposed if e.domain in domains and self._reachable(e)]
+            if ids:
+                parameters = {
+                    "type": "object",
+                    "properties": {"entity_id": {"type": "string", "enum": ids}, **properties},
+                    "required": ["entity_id"],
+                }
+                tools.append(Tool(name, description, parameters, self._caller(name, plan)))
+        if exposed:
+            parameters = {
                 "type": "object",
-                "properties": {
-                    "entity_id": {"type": "string", "enum": controllable},
-                    "brightness_pct": {"type": "number", "minimum": 0, "maximum": 100, "description": "lights only"},
-                },
+                "properties": {"entity_id": {"type": "string", "enum": [e.entity_id for e in exposed]}},
                 "required": ["entity_id"],
             }
-            off_params = {
-                "type": "object",
-                "properties": {"entity_id": {"type": "string", "enum": controllable}},
-                "required": ["entity_id"],
-            }
-            tools.append(
-                Tool("turn_on", "Turn on an entity (a light may take a brightness).", on_params, self._turn_on)
-            )
-            tools.append(Tool("turn_off", "Turn off an entity.", off_params, self._turn_off))
-        if readable:
-            state_params = {
-                "type": "object",
-                "properties": {"entity_id": {"type": "string", "enum": readable}},
-                "required": ["entity_id"],
-            }
-            tools.append(Tool("get_state", "Read the current state of an entity.", state_params, self._get_state))
+            tools.append(Tool("get_state", "Read the current state of an entity.", parameters, self._get_state))
         return tools
 
-    async def _act(self, tool: str, entity_id: Any, build: Callable[[Entity], list[Command]]) -> ToolOutcome:
+    def _caller(
+        self, name: str, plan: Callable[[dict[str, Any]], Plan]
+    ) -> Callable[[dict[str, Any]], Awaitable[ToolOutcome]]:
+        async def call(args: dict[str, Any]) -> ToolOutcome:
+            return await self._run(name, args, plan)
+
+        return call
+
+    async def _run(self, tool: str, args: dict[str, Any], plan: Callable[[dict[str, Any]], Plan]) -> ToolOutcome:
+        entity_id = args.get("entity_id")
+        actions: list[Action] = []
         if not isinstance(entity_id, str):
-            return ToolOutcome(
-                json.dumps({"error": "entity_id must be a string"}),
-                [Action(tool, None, None, None, False, "bad arguments")],
-            )
+            actions.append(Action(tool, None, None, None, False, "entity_id must be a string"))
+            return ToolOutcome(json.dumps({"error": "entity_id must be a string"}), actions)
         try:
             entity = self.registry.get_exposed(entity_id)
-            commands = build(entity)
+            for action, params in plan(args):
+                actions += await self._perform(tool, entity, action, params)
         except CommandError as error:
             log.info("refused %s(%s): %s", tool, entity_id, error)
-            return ToolOutcome(
-                json.dumps({"error": str(error)}), [Action(tool, entity_id, None, None, False, str(error))]
-            )
-        actions = []
-        for command in commands:
-            ok = await self.publish(command)
-            actions.append(
-                Action(
-                    tool, entity_id, command.topic, command.payload, ok, None if ok else "not delivered to the broker"
-                )
-            )
+            actions.append(Action(tool, entity_id, None, None, False, str(error)))
+            return ToolOutcome(json.dumps({"error": str(error)}), actions)
         if all(a.ok for a in actions):
             return ToolOutcome(json.dumps({"result": "done", "entity_id": entity_id}), actions)
-        return ToolOutcome(json.dumps({"error": "the command could not be delivered"}), actions)
+        errors = "; ".join(a.error or "failed" for a in actions if not a.ok)
+        return ToolOutcome(json.dumps({"error": errors}), actions)
 
-    async def _turn_on(self, args: dict[str, Any]) -> ToolOutcome:
-        brightness = args.get("brightness_pct")
-        if brightness is not None and not isinstance(brightness, int | float):
-            return ToolOutcome(json.dumps({"error": "brightness_pct must be a number"}), [])
-        return await self._act("turn_on", args.get("entity_id"), lambda e: turn_on(e, brightness))
-
-    async def _turn_off(self, args: dict[str, Any]) -> ToolOutcome:
-        return await self._act("turn_off", args.get("entity_id"), turn_off)
+    async def _perform(self, tool: str, entity: Entity, action: str, params: dict[str, Any]) -> list[Action]:
+        if entity.mqtt_native:
+            done = []
+            for command in mqtt_commands(entity, action, params):
+                ok = await self.publish(command)
+                error = None if ok else "not delivered to the broker"
+                done.append(Action(tool, entity.entity_id, command.topic, command.payload, ok, error))
+            return done
+        if self.bridge is None:
+            raise CommandError(f"{entity.entity_id} has no command topic and no service bridge is configured")
+        ok, error, payload = await self.bridge.call(service_call(entity, action, params))
+        return [Action(tool, entity.entity_id, self.bridge.topic, payload, ok, error)]
 
     async def _get_state(self, args: dict[str, Any]) -> ToolOutcome:
         entity_id = args.get("entity_id")
         try:
             entity = self.registry.get_exposed(str(entity_id))
         except CommandError as error:
-            return ToolOutcome(
-                json.dumps({"error": str(error)}), [Action("get_state", str(entity_id), None, None, False, str(error))]
-            )
-        return ToolOutcome(json.dumps(entity.summary()), [])
+            refused = Action("get_state", str(entity_id), None, None, False, str(error))
+            return ToolOutcome(json.dumps({"error": str(error)}), [refused])
+        return ToolOutcome(json.dumps(entity.summary(), ensure_ascii=False), [])

@@ -159,10 +159,14 @@ def main() -> int:
             ("end of speech -> first reply audio, p50 / p95", f"{p50 * 1000:.0f} / {p95 * 1000:.0f} ms"),
             ("lower bound, speaking at the first sentence", f"{bound_first * 1000:.0f} ms"),
             ("lower bound, speaking after the whole reply", f"{bound_whole * 1000:.0f} ms"),
-            ("overhead over the first-sentence bound, p50 / p95",
-             f"{(p50 - bound_first) * 1000:.0f} / {(p95 - bound_first) * 1000:.0f} ms"),
-            ("overhead over the whole-reply bound, p50 / p95",
-             f"{(p50 - bound_whole) * 1000:.0f} / {(p95 - bound_whole) * 1000:.0f} ms"),
+            (
+                "overhead over the first-sentence bound, p50 / p95",
+                f"{(p50 - bound_first) * 1000:.0f} / {(p95 - bound_first) * 1000:.0f} ms",
+            ),
+            (
+                "overhead over the whole-reply bound, p50 / p95",
+                f"{(p50 - bound_whole) * 1000:.0f} / {(p95 - bound_whole) * 1000:.0f} ms",
+            ),
             ("start-up to ready", f"{startup_s:.2f} s"),
             (f"idle CPU, wake.mode=vad, {args.idle_s:.0f} s", f"{idle_cpu:.1f} % of one core"),
             ("idle resident memory", f"{idle_rss:.0f} MB"),

@@ -22,6 +22,8 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:  # also works with --import-mode=importlib
     sys.path.insert(0, _TESTS_DIR)
 
+from daemon import ENTITIES, Daemon, daemon_env, write_config  # noqa: E402
+from fake_openai import FakeOpenAI  # noqa: E402
 from support import (  # noqa: E402
     Broker,
     MqttRecorder,
@@ -153,3 +155,43 @@ def speaker(pulse: PulseAudio) -> Iterator[SpeakerRecorder]:
 def speech(tmp_path_factory: pytest.TempPathFactory) -> SpeechFactory:
     """Cached ``speech(text, voice="en-us", wpm=150, pad_before=1.0, pad_after=1.5) -> Path``."""
     return SpeechFactory(tmp_path_factory.mktemp("speech"))
+
+
+# --------------------------------------------------------------------------- API server and daemon
+
+
+@pytest.fixture(scope="session")
+def api() -> Iterator[FakeOpenAI]:
+    """The local OpenAI-compatible server, one per session."""
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def fake(api: FakeOpenAI) -> FakeOpenAI:
+    """The local API server with a clean slate for this test."""
+    api.reset()
+    return api
+
+
+@pytest.fixture
+def start_daemon(
+    tmp_path: Path, mqtt_broker: Broker, pulse: PulseAudio, mqtt: MqttRecorder
+) -> Iterator[Callable[..., tuple[Daemon, str]]]:
+    """`start(sections, entities=ENTITIES, **env)`: `assistant run` until ready; stopped cleanly at teardown."""
+    started: list[Daemon] = []
+
+    def start(sections: dict[str, dict[str, Any]], entities: str | None = None, **env: str) -> tuple[Daemon, str]:
+        site = sections["device"]["site_id"]
+        sections["device"].setdefault("state_dir", str(tmp_path / f"state-{site}"))
+        root = f"assistant/{site}"
+        text = ENTITIES if entities is None else entities
+        config = write_config(tmp_path / f"{site}-{len(started)}.toml", sections, text.format(ns=site))
+        daemon = Daemon(config, daemon_env(pulse.env, **env), tmp_path / f"{site}-{len(started)}.log")
+        started.append(daemon)
+        daemon.wait_ready(mqtt, root)
+        return daemon, root
+
+    yield start
+    for daemon in started:
+        assert daemon.stop() == 0, daemon.log()

@@ -80,13 +80,13 @@ class Daemon:
         )
 
     def wait_ready(self, mqtt: MqttRecorder, root: str, timeout: float = 20.0) -> None:
-        """Until `<root>/state` says idle (published after READY)."""
+        """Until `<root>/state` says idle or muted (published after READY)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"daemon exited with {self.process.returncode}:\n{self.log()}")
             last = mqtt.last(f"{root}/state")
-            if last is not None and last.text == "idle":
+            if last is not None and last.text in ("idle", "muted"):
                 return
             time.sleep(0.05)
         raise AssertionError(f"daemon not ready after {timeout} s:\n{self.log()}")

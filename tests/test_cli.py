@@ -4,28 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from daemon import ENTITIES, ROOT, base_sections, daemon_env, write_config
 from fake_openai import ChatReply, FakeOpenAI
 from support import Broker, MqttRecorder, PulseAudio, SpeakerRecorder, SpeechFactory, correlate, free_port, read_wav
 
 from assistant import __version__
-
-
-@pytest.fixture(scope="module")
-def api() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-def fake(api: FakeOpenAI) -> FakeOpenAI:
-    api.reset()
-    return api
 
 
 def cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

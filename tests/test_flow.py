@@ -8,31 +8,18 @@ import contextlib
 import json
 import socket
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
-from daemon import ENTITIES, Daemon, base_sections, daemon_env, write_config
+from daemon import Daemon, base_sections
 from fake_openai import ChatReply, FakeOpenAI, synth_pcm
 from support import Broker, MqttRecorder, PulseAudio, SpeakerRecorder, SpeechFactory, correlate
 
 REQUEST = "turn on the kitchen light"
 ANSWER = "The kitchen light is on."
-
-
-@pytest.fixture(scope="module")
-def api() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-def fake(api: FakeOpenAI) -> FakeOpenAI:
-    api.reset()
-    return api
 
 
 def kitchen_model(body: dict[str, Any]) -> ChatReply:
@@ -49,26 +36,6 @@ def wav_seconds(data: bytes) -> float:
     with wave.open(BytesIO(data)) as wav:
         assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
         return wav.getnframes() / wav.getframerate()
-
-
-@pytest.fixture
-def start_daemon(
-    tmp_path: Path, mqtt_broker: Broker, pulse: PulseAudio, mqtt: MqttRecorder
-) -> Iterator[Callable[..., tuple[Daemon, str]]]:
-    started: list[Daemon] = []
-
-    def start(sections: dict[str, dict[str, Any]], **env: str) -> tuple[Daemon, str]:
-        root = f"assistant/{sections['device']['site_id']}"
-        ns = sections["device"]["site_id"]
-        config = write_config(tmp_path / "assistant.toml", sections, ENTITIES.format(ns=ns))
-        daemon = Daemon(config, daemon_env(pulse.env, **env), tmp_path / "daemon.log")
-        started.append(daemon)
-        daemon.wait_ready(mqtt, root)
-        return daemon, root
-
-    yield start
-    for daemon in started:
-        assert daemon.stop() == 0, daemon.log()
 
 
 def assert_spoken(speaker: SpeakerRecorder, text: str) -> None:

@@ -1,0 +1,91 @@
+"""The daemon's own MQTT discovery: one Home Assistant device per site.
+
+It shows the state and the last transcript and reply, a mute switch, a listen button
+and a text box to type a request; everything goes unavailable with `<root>/status`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from assistant import __version__
+from assistant.config import Config
+
+
+def node_id(config: Config) -> str:
+    """The discovery node / device identifier, unique per site."""
+    return f"assistant_{config.device.site_id}"
+
+
+def discovery_topic(config: Config) -> str:
+    """Device-based discovery topic of this daemon."""
+    return f"{config.homeassistant.discovery_prefix}/device/{node_id(config)}/config"
+
+
+def discovery_payload(config: Config) -> str:
+    """The device-based discovery config (retained), with one component per control."""
+    root, node = config.topic_root, node_id(config)
+    components: dict[str, dict[str, Any]] = {
+        "state": {
+            "platform": "sensor",
+            "name": "State",
+            "state_topic": f"{root}/state",
+            "icon": "mdi:account-voice",
+        },
+        "transcript": {
+            "platform": "sensor",
+            "name": "Last request",
+            "state_topic": f"{root}/event/transcript",
+            "value_template": "{{ value_json.text[:255] }}",
+            "icon": "mdi:text-to-speech",
+        },
+        "reply": {
+            "platform": "sensor",
+            "name": "Last reply",
+            "state_topic": f"{root}/event/reply",
+            "value_template": "{{ value_json.text[:255] }}",
+            "json_attributes_topic": f"{root}/event/reply",
+            "icon": "mdi:message-reply-text",
+        },
+        "mute": {
+            "platform": "switch",
+            "name": "Mute",
+            "command_topic": f"{root}/mute/set",
+            "state_topic": f"{root}/mute",
+            "icon": "mdi:microphone-off",
+        },
+        "listen": {
+            "platform": "button",
+            "name": "Listen",
+            "command_topic": f"{root}/listen",
+            "icon": "mdi:microphone",
+        },
+        "ask": {
+            "platform": "text",
+            "name": "Ask",
+            "command_topic": f"{root}/ask",
+            "max": 255,
+            "icon": "mdi:chat-question",
+        },
+    }
+    for key, component in components.items():
+        component["unique_id"] = f"{node}_{key}"
+        component["default_entity_id"] = f"{component['platform']}.{node}_{key}"
+    payload = {
+        "device": {
+            "identifiers": [node],
+            "name": config.device.name,
+            "manufacturer": "assistant",
+            "model": "Voice assistant daemon",
+            "sw_version": __version__,
+            **({"suggested_area": config.device.area} if config.device.area else {}),
+        },
+        "origin": {"name": "assistant", "sw_version": __version__},
+        "availability_topic": f"{root}/status",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "qos": config.mqtt.qos,
+        "components": components,
+    }
+    return json.dumps(payload)
