@@ -309,3 +309,95 @@ def test_two_sites_on_one_broker_do_not_cross_talk(
     assert mqtt.wait_for(f"{office_root}/event/error").json()["code"] == "bad_request"
     assert mqtt.messages(f"{kitchen_root}/event/error") == []
     assert len(fake.of("chat/completions")) == 1
+
+
+PLATFORMS = """
+[[homeassistant.entities]]
+entity_id = "switch.heater"
+command_topic = "{ns}/heater/set"
+payload_on = "1"
+payload_off = "0"
+
+[[homeassistant.entities]]
+entity_id = "light.desk"
+command_topic = "{ns}/desk/set"
+brightness_command_topic = "{ns}/desk/brightness"
+color_temp_command_topic = "{ns}/desk/ct"
+rgb_command_topic = "{ns}/desk/rgb"
+
+[[homeassistant.entities]]
+entity_id = "light.strip"
+schema = "json"
+command_topic = "{ns}/strip/set"
+
+[[homeassistant.entities]]
+entity_id = "cover.garage"
+command_topic = "{ns}/garage/set"
+set_position_topic = "{ns}/garage/position"
+
+[[homeassistant.entities]]
+entity_id = "climate.hall"
+temperature_command_topic = "{ns}/hall/temp"
+mode_command_topic = "{ns}/hall/mode"
+
+[[homeassistant.entities]]
+entity_id = "fan.ceiling"
+command_topic = "{ns}/fan/set"
+percentage_command_topic = "{ns}/fan/pct"
+
+[[homeassistant.entities]]
+entity_id = "lock.shed"
+command_topic = "{ns}/shed/set"
+
+[[homeassistant.entities]]
+entity_id = "scene.movie"
+command_topic = "{ns}/scene/movie"
+
+[[homeassistant.entities]]
+entity_id = "button.doorbell"
+command_topic = "{ns}/doorbell/press"
+"""
+
+PLATFORM_CASES: list[tuple[str, dict[str, Any], list[tuple[str, str]]]] = [
+    ("turn_on", {"entity_id": "switch.heater"}, [("heater/set", "1")]),
+    ("turn_off", {"entity_id": "switch.heater"}, [("heater/set", "0")]),
+    (
+        "turn_on",
+        {"entity_id": "light.desk", "brightness_pct": 20, "color_temp_kelvin": 2000, "rgb_color": [10, 20, 30]},
+        [("desk/set", "ON"), ("desk/brightness", "51"), ("desk/ct", "500"), ("desk/rgb", "10,20,30")],
+    ),
+    (
+        "turn_on",
+        {"entity_id": "light.strip", "brightness_pct": 50},
+        [("strip/set", '{"state": "ON", "brightness": 128}')],
+    ),
+    ("set_cover", {"entity_id": "cover.garage", "action": "close"}, [("garage/set", "CLOSE")]),
+    ("set_cover", {"entity_id": "cover.garage", "action": "set_position", "position": 75}, [("garage/position", "75")]),
+    (
+        "set_climate",
+        {"entity_id": "climate.hall", "hvac_mode": "heat", "temperature": 22.5},
+        [("hall/mode", "heat"), ("hall/temp", "22.5")],
+    ),
+    ("set_fan_speed", {"entity_id": "fan.ceiling", "percentage": 50}, [("fan/pct", "50")]),
+    ("lock", {"entity_id": "lock.shed", "action": "lock"}, [("shed/set", "LOCK")]),
+    ("turn_on", {"entity_id": "scene.movie"}, [("scene/movie", "ON")]),
+    ("press_button", {"entity_id": "button.doorbell"}, [("doorbell/press", "PRESS")]),
+]
+
+
+def test_every_platform_payload_reaches_the_broker(
+    fake: FakeOpenAI, mqtt_broker: Broker, mqtt: MqttRecorder, start_daemon: StartDaemon
+) -> None:
+    sections = base_sections(mqtt_broker.port, fake.url)
+    ns = sections["device"]["site_id"]
+    sections["homeassistant"]["expose"] = ["*"]
+    sections["tts"] = {"engine": "none"}
+    _daemon, root = start_daemon(sections, entities=PLATFORMS, OPENAI_API_KEY="test-key")
+    for index, (tool, args, expected) in enumerate(PLATFORM_CASES):
+        fake.script = [ChatReply(tool_calls=[(tool, args)]), ChatReply(text="Done.")]
+        reply = ask(mqtt, root, f"request {index}", f"p{index}")
+        assert [a["ok"] for a in reply["actions"]] == [True] * len(expected), reply
+        sent = [(a["topic"], a["payload"]) for a in reply["actions"]]
+        assert sent == [(f"{ns}/{topic}", payload) for topic, payload in expected]
+        for topic, payload in expected:
+            assert mqtt.wait_for(f"{ns}/{topic}", predicate=lambda m, p=payload: m.text == p, timeout=5)
