@@ -18,13 +18,22 @@ import jinja2
 import openai
 from openai.types.chat import ChatCompletionChunk
 
-from assistant.config import AgentConfig, ConfigError, DeviceConfig
+from assistant.config import (
+    RECOMMENDED_MAX_TOKENS,
+    RECOMMENDED_MODEL,
+    RECOMMENDED_REASONING_EFFORT,
+    AgentConfig,
+    DeviceConfig,
+)
 from assistant.homeassistant import Registry
+from assistant.memory import Memory
+from assistant.prompt import Instructions
 from assistant.tools import Action, Tool
 
 log = logging.getLogger(__name__)
 
 LOOP_CAP_REPLY = "Sorry, I could not finish that."
+UNTUNED_KEYS = ("user", "safety_identifier", "service_tier")  # sent whether or not `recommended` is on
 
 
 @dataclass
@@ -40,15 +49,6 @@ class _ToolCall:
     id: str = ""
     name: str = ""
     arguments: str = ""
-
-
-def compile_instructions(source: str) -> jinja2.Template:
-    """Compile the instructions template; a syntax error is a config error."""
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-    try:
-        return env.from_string(source)
-    except jinja2.TemplateSyntaxError as error:
-        raise ConfigError([f"agent.instructions: template error on line {error.lineno}: {error.message}"]) from None
 
 
 class Agent:
@@ -67,59 +67,75 @@ class Agent:
         self.client = client
         self.registry = registry
         self.tools = tools
-        self.template = compile_instructions(config.instructions)
+        self.instructions_template = Instructions(config.instructions, device, registry)
+        self.memory = Memory(config.history_turns, config.history_ttl_s, config.history_tokens)
 
     def instructions(self) -> str:
         """Render the instructions with the live registry (rendered every turn)."""
-
-        def states(entity_id: str) -> str:
-            entity = self.registry.entities.get(entity_id)
-            return entity.state or "unknown" if entity and self.registry.is_exposed(entity_id) else "unknown"
-
         try:
-            text = self.template.render(
-                device=self.device,
-                now=datetime.now().astimezone,
-                states=states,
-                is_state=lambda entity_id, value: states(entity_id) == value,
-                entities=[e.summary() for e in self.registry.exposed()],
-            )
+            text = self.instructions_template.render()
         except jinja2.TemplateError as error:
             log.error("agent.instructions failed to render (%s); using it unrendered", error)  # noqa: TRY400
             text = self.config.instructions
+        text += f"\nThe current time is {datetime.now().astimezone():%A %d %B %Y %H:%M}."
         if self.config.control_home_assistant:
             listing = json.dumps([e.summary() for e in self.registry.exposed()], ensure_ascii=False)
-            text += f"\nThe current time is {datetime.now().astimezone():%A %d %B %Y %H:%M}."
             text += f"\nEntities you can see and control (JSON): {listing}"
         else:
-            text += "\nYou cannot control or read devices in the home; say so if asked to."
+            text += "\nYou cannot control or read devices in the home; if asked to, say that you can't."
         return text
 
     def request_options(self) -> dict[str, Any]:
-        """Model parameters that reach the wire, only those the user set."""
-        options: dict[str, Any] = {"model": self.config.model}
-        if self.config.max_tokens is not None:
-            options["max_completion_tokens"] = self.config.max_tokens
-        if self.config.temperature is not None:
-            options["temperature"] = self.config.temperature
-        if self.config.top_p is not None:
-            options["top_p"] = self.config.top_p
+        """Model parameters that reach the wire: the recommended set, or only what the user set."""
+        config = self.config
+        if config.recommended:
+            return {
+                "model": RECOMMENDED_MODEL,
+                "max_completion_tokens": RECOMMENDED_MAX_TOKENS,
+                "reasoning_effort": RECOMMENDED_REASONING_EFFORT,
+                **{key: getattr(config, key) for key in UNTUNED_KEYS if getattr(config, key) is not None},
+            }
+        options: dict[str, Any] = {"model": config.chat_model}
+        for key, wire in (
+            ("max_tokens", "max_completion_tokens"),
+            ("temperature", "temperature"),
+            ("top_p", "top_p"),
+            ("frequency_penalty", "frequency_penalty"),
+            ("presence_penalty", "presence_penalty"),
+            ("stop", "stop"),
+            ("logit_bias", "logit_bias"),
+            ("reasoning_effort", "reasoning_effort"),
+            ("verbosity", "verbosity"),
+            ("seed", "seed"),
+            *((key, key) for key in UNTUNED_KEYS),
+        ):
+            value = getattr(config, key)
+            if value is not None:
+                options[wire] = value
+        if config.response_format is not None:
+            options["response_format"] = {"type": config.response_format}
         return options
 
-    async def respond(self, text: str, on_text: Callable[[str], None] | None = None) -> Reply:
-        """Run one turn; `on_text` receives reply text as it streams in."""
-        messages: list[dict[str, Any]] = [
-            {"role": "system", "content": self.instructions()},
-            {"role": "user", "content": text},
-        ]
+    async def respond(
+        self, text: str, conversation_id: str | None = None, on_text: Callable[[str], None] | None = None
+    ) -> Reply:
+        """Run one turn; `on_text` receives reply text as it streams in.
+
+        Turns with the same `conversation_id` see the earlier ones (see Memory).
+        """
+        turn: list[dict[str, Any]] = [{"role": "user", "content": text}]
+        history = self.memory.history(conversation_id)
         tools = self.tools() if self.config.control_home_assistant else []
         by_name = {tool.name: tool for tool in tools}
         actions: list[Action] = []
         for _ in range(self.config.max_tool_iterations):
+            messages = [{"role": "system", "content": self.instructions()}, *history, *turn]
             content, calls = await self._complete(messages, [t.spec() for t in tools], on_text)
             if not calls:
+                turn.append({"role": "assistant", "content": content})
+                self.memory.remember(conversation_id, turn)
                 return Reply(content.strip(), actions)
-            messages.append(
+            turn.append(
                 {
                     "role": "assistant",
                     "content": content or None,
@@ -131,7 +147,7 @@ class Agent:
             )
             for call in calls:
                 result = await self._run_tool(by_name, call, actions)
-                messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+                turn.append({"role": "tool", "tool_call_id": call.id, "content": result})
         log.warning("tool loop reached its cap of %d iterations", self.config.max_tool_iterations)
         if on_text:
             on_text(LOOP_CAP_REPLY)

@@ -8,12 +8,14 @@ been fully synthesized. Both fall back to resampling when a device refuses a rat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import threading
 import time
 import wave
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,9 @@ import numpy as np
 import sounddevice as sd
 
 log = logging.getLogger(__name__)
+
+
+WRITE_S = 0.05  # playback is written in pieces this long, so stopping is quick and safe
 
 
 class AudioError(Exception):
@@ -255,11 +260,16 @@ class Speaker:
     async def play(
         self, chunks: AsyncIterator[bytes], sample_rate: Callable[[], int], stop: asyncio.Event | None = None
     ) -> bool:
-        """Play a stream of pcm chunks; return False if `stop` cut it short.
+        """Play a stream of pcm chunks; return False if `stop` or a cancellation cut it short.
 
         The rate is asked for once the first chunk is there, since some sources
-        (espeak-ng's WAV header) only know it then.
+        (espeak-ng's WAV header) only know it then. Every call on the stream runs on one
+        thread of its own, in order: closing it while another thread is still inside a
+        blocking write corrupts PortAudio's memory. Writes are short (WRITE_S), so a stop
+        waits for at most one of them.
         """
+        loop = asyncio.get_running_loop()
+        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speaker")
         stream: Any = None
         resampler: Resampler | None = None
         carry = b""
@@ -268,21 +278,27 @@ class Speaker:
                 if stop is not None and stop.is_set():
                     return False
                 if stream is None:
-                    stream, resampler = await asyncio.to_thread(self._open, sample_rate())
-                    await asyncio.to_thread(stream.start)
+                    stream, resampler = await loop.run_in_executor(worker, self._open, sample_rate())
+                    await loop.run_in_executor(worker, stream.start)
                 data = carry + chunk
                 cut = len(data) - len(data) % 2
                 data, carry = data[:cut], data[cut:]
                 if resampler is not None:
                     data = resampler.process(data)
-                if data:
-                    await asyncio.to_thread(stream.write, data)
+                step = max(2, int(stream.samplerate * WRITE_S) * 2)
+                for start in range(0, len(data), step):
+                    if stop is not None and stop.is_set():
+                        return False
+                    await loop.run_in_executor(worker, stream.write, data[start : start + step])
             if stream is not None:
-                await asyncio.to_thread(stream.stop)  # returns once the buffer has played
+                await loop.run_in_executor(worker, stream.stop)  # returns once the buffer has played
             return not (stop is not None and stop.is_set())
         finally:
             if stream is not None:
-                await asyncio.to_thread(self._close, stream)
+                closing = loop.run_in_executor(worker, self._close, stream)  # queued after any write
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(closing)
+            worker.shutdown(wait=False)
 
     @staticmethod
     def _close(stream: sd.RawOutputStream) -> None:

@@ -15,6 +15,7 @@ import openai
 
 from assistant import __version__
 from assistant.config import Config, ConfigError, load_config
+from assistant.mqtt import MqttError
 
 if TYPE_CHECKING:  # the service pulls in sounddevice, which `--help` and config errors need not
     from assistant.service import Assistant
@@ -80,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in error.problems:
             print(problem, file=sys.stderr)
         return EXIT_CONFIG
+    except MqttError as error:
+        print(error, file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
 
@@ -95,8 +99,8 @@ async def _ask(config: Config, args: argparse.Namespace) -> int:
     from assistant.service import APOLOGY, Assistant, describe_reply
 
     assistant = Assistant(config, daemon=False)
-    await _connect_for_turn(assistant)
     try:
+        await _connect_for_turn(assistant)
         reply = await assistant.answer(" ".join(args.text), new_id(), None, speak=args.speak)
     finally:
         assistant.link.stop()
@@ -166,8 +170,8 @@ async def _listen(config: Config, args: argparse.Namespace) -> int:
         assert utterance is not None
         audio = utterance.audio
     assistant = Assistant(config, daemon=False)
-    await _connect_for_turn(assistant)
     try:
+        await _connect_for_turn(assistant)
         text, reply = await assistant.voice_turn(VoiceTurn(audio, rate))
     finally:
         assistant.link.stop()
@@ -181,7 +185,7 @@ async def _check(config: Config, args: argparse.Namespace) -> int:
     from assistant.audio import AudioError, find_device, list_devices
     from assistant.homeassistant import Registry
     from assistant.mqtt import MqttError, MqttLink
-    from assistant.providers import make_client, resolve, stages_in_use
+    from assistant.providers import CredentialError, resolve, stages_in_use, verify
 
     ok = True
     print(f"config: ok (site {config.device.site_id}, topics {config.topic_root}/...)")
@@ -205,13 +209,11 @@ async def _check(config: Config, args: argparse.Namespace) -> int:
     for stage in stages_in_use(config):
         api = resolve(config, stage, os.environ)
         try:
-            await make_client(api).models.list()
-            print(f"{stage}: ok ({api.provider} {api.endpoint})")
-        except openai.NotFoundError:
-            print(f"{stage}: ok ({api.provider} {api.endpoint}; it has no model list)")
-        except openai.APIStatusError as error:
+            note = await verify(api)
+            print(f"{stage}: ok ({api.provider} {api.endpoint}; {note})")
+        except CredentialError as error:
             ok = False
-            print(f"{stage}: FAILED: {api.endpoint} answered {error.status_code} ({type(error).__name__})")
+            print(f"{stage}: FAILED: {error}")
         except openai.APIError as error:
             ok = False
             print(f"{stage}: FAILED: {api.endpoint}: {type(error).__name__}: {error}")

@@ -123,16 +123,71 @@ class SttConfig(StageApi):
     response_format: Literal["json", "text", "verbose_json"] = "json"
 
 
+RECOMMENDED_MODEL = "gpt-5.4-mini"
+RECOMMENDED_MAX_TOKENS = 3000  # reasoning tokens count against it too
+RECOMMENDED_REASONING_EFFORT = "low"  # a voice answer should not wait for long deliberation
+TUNING_KEYS = (
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "frequency_penalty",
+    "presence_penalty",
+    "stop",
+    "logit_bias",
+    "response_format",
+    "reasoning_effort",
+    "verbosity",
+    "seed",
+)
+
+
 class AgentConfig(StageApi):
     """The chat model that answers and acts."""
 
-    model: str = "gpt-5.4-mini"
     instructions: str = DEFAULT_INSTRUCTIONS
     control_home_assistant: bool = True
+    recommended: bool = True
+    model: str | None = None
     max_tokens: int | None = Field(None, ge=1, le=128000)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    max_tool_iterations: int = Field(8, ge=1, le=50)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    stop: list[str] | None = Field(None, max_length=4)
+    logit_bias: dict[str, int] | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    response_format: Literal["text", "json_object"] | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    seed: int | None = None
+    service_tier: Literal["auto", "default", "flex", "priority"] | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    max_tool_iterations: int = Field(10, ge=1, le=50)
+    history_turns: int = Field(10, ge=0, le=100)
+    history_ttl_s: float = Field(300, ge=0, le=86400)
+    history_tokens: int = Field(6000, ge=500, le=200000)
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_range(cls, bias: dict[str, int] | None) -> dict[str, int] | None:
+        for token, value in (bias or {}).items():
+            if not token.isdigit() or not -100 <= value <= 100:
+                raise ValueError("keys must be token ids and values between -100 and 100")
+        return bias
+
+    @model_validator(mode="after")
+    def _recommended_excludes_tuning(self) -> AgentConfig:
+        if self.recommended:
+            chosen = [key for key in TUNING_KEYS if getattr(self, key) is not None]
+            if chosen:
+                raise ValueError(f"{', '.join(chosen)}: only used with recommended = false")
+        return self
+
+    @property
+    def chat_model(self) -> str:
+        """The model (on Azure: the deployment, unless `deployment` is set) asked for."""
+        return RECOMMENDED_MODEL if self.recommended or not self.model else self.model
 
 
 class TtsConfig(StageApi):
@@ -149,6 +204,20 @@ class TtsConfig(StageApi):
         if self.engine == "openai" and not self.model:
             raise ValueError("model: required when engine is 'openai' (e.g. \"gpt-4o-mini-tts\")")
         return self
+
+
+class ImagesConfig(StageApi):
+    """Image generation: `<prefix>/image/generate`, and an agent tool when enabled."""
+
+    enabled: bool = False
+    tool: bool = True
+    model: str = "gpt-image-2"
+    size: str = Field("1024x1024", pattern=r"^(auto|\d{3,4}x\d{3,4})$")
+    quality: str | None = None
+    style: Literal["vivid", "natural"] | None = None
+    n: int = Field(1, ge=1, le=4)
+    response_format: Literal["b64_json", "url"] | None = None
+    output_format: Literal["png", "jpeg", "webp"] | None = None
 
 
 class TlsConfig(Section):
@@ -235,6 +304,7 @@ class Config(Section):
     stt: SttConfig = SttConfig()
     agent: AgentConfig = AgentConfig()
     tts: TtsConfig = TtsConfig()
+    images: ImagesConfig = ImagesConfig()
     mqtt: MqttConfig = MqttConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
 

@@ -60,6 +60,8 @@ class MqttLink:
         self.messages: asyncio.Queue[Message] = asyncio.Queue(maxsize=queue_size)
         self.connected = asyncio.Event()
         self._answered = asyncio.Event()  # the broker accepted or refused us
+        self._ever_connected = False
+        self._last_socket_error: str | None = None
         self.on_connect: list[Callable[[], None]] = []  # run on the loop after every (re)connect
         self._loop: asyncio.AbstractEventLoop | None = None
         self._refused: str | None = None
@@ -82,6 +84,7 @@ class MqttLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_log = self._on_log
         self._announce = will
 
     async def start(self, timeout: float | None = 10.0) -> None:
@@ -175,16 +178,27 @@ class MqttLink:
             self._loop.call_soon_threadsafe(self._connected)
 
     def _connected(self) -> None:
+        self._ever_connected = True
         self.connected.set()
         self._answered.set()
         for callback in self.on_connect:
             callback()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
-        if self._loop and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self.connected.clear)
-        if reason.is_failure:
+        if self._loop is None or self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(self.connected.clear)
+        if not self._ever_connected and self._refused is None:
+            # Closed before any CONNACK: a TLS listener fed plain MQTT, a client certificate
+            # the broker wanted but did not get, ... Say so now rather than time out.
+            self._refused = f"closed the connection before accepting it: {self._last_socket_error or reason}"
+            self._loop.call_soon_threadsafe(self._answered.set)
+        elif reason.is_failure and self._ever_connected:
             log.warning("lost the broker (%s); reconnecting", reason)
+
+    def _on_log(self, client: mqtt.Client, userdata: Any, level: int, message: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            self._last_socket_error = message
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if self._loop and not self._loop.is_closed():

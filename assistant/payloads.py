@@ -38,7 +38,8 @@ def new_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def _decode(payload: bytes) -> Any:
+def decode_payload(payload: bytes) -> Any:
+    """UTF-8 text within the size limit; a JSON object when it looks like one."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise BadRequest(f"payload too large ({len(payload)} bytes, at most {MAX_PAYLOAD_BYTES})")
     try:
@@ -54,7 +55,8 @@ def _decode(payload: bytes) -> Any:
     return stripped
 
 
-def _optional_str(data: dict[str, Any], key: str, request_id: str | None) -> str | None:
+def optional_str(data: dict[str, Any], key: str, request_id: str | None) -> str | None:
+    """An optional string (or number) field; anything else is a BadRequest."""
     value = data.get(key)
     if value is None:
         return None
@@ -65,12 +67,12 @@ def _optional_str(data: dict[str, Any], key: str, request_id: str | None) -> str
 
 def parse_text_request(payload: bytes, *, speak_default: bool) -> Request:
     """`{"text", "id", "speak", "conversation_id"}` or plain text."""
-    data = _decode(payload)
+    data = decode_payload(payload)
     if isinstance(data, str):
         data = {"text": data}
     if not isinstance(data, dict):
         raise BadRequest("expected text or a JSON object")
-    request_id = _optional_str(data, "id", None)
+    request_id = optional_str(data, "id", None)
     text = data.get("text")
     if not isinstance(text, str) or not text.strip():
         raise BadRequest("'text' must be a non-empty string", request_id)
@@ -79,15 +81,15 @@ def parse_text_request(payload: bytes, *, speak_default: bool) -> Request:
     speak = data.get("speak", speak_default)
     if not isinstance(speak, bool):
         raise BadRequest("'speak' must be true or false", request_id)
-    conversation_id = _optional_str(data, "conversation_id", request_id)
+    conversation_id = optional_str(data, "conversation_id", request_id)
     return Request(text.strip(), request_id or new_id(), speak, conversation_id)
 
 
 def parse_signal(payload: bytes) -> str:
     """For listen / cancel: an optional id (plain text or `{"id"}`); returns the id."""
-    data = _decode(payload)
+    data = decode_payload(payload)
     if isinstance(data, dict):
-        return _optional_str(data, "id", None) or new_id()
+        return optional_str(data, "id", None) or new_id()
     if isinstance(data, str) and len(data) <= 64:
         return data or new_id()
     raise BadRequest('expected an empty payload, an id, or {"id": ...}')
@@ -95,7 +97,7 @@ def parse_signal(payload: bytes) -> str:
 
 def parse_switch(payload: bytes) -> bool:
     """ON / OFF (also true/false, 1/0, or {"state": ...}) for mute/set."""
-    data = _decode(payload)
+    data = decode_payload(payload)
     if isinstance(data, dict):
         data = data.get("state")
     value = str(data).strip().lower()

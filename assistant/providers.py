@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from assistant.config import Config, StageApi, read_secret
 
-Stage = str  # "stt" | "agent" | "tts"
+Stage = str  # "stt" | "agent" | "tts" | "images"
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,8 @@ def stages_in_use(config: Config) -> list[Stage]:
     stages = ["stt", "agent"]
     if config.tts.engine == "openai":
         stages.append("tts")
+    if config.images.enabled:
+        stages.append("images")
     return stages
 
 
@@ -133,3 +135,28 @@ def make_client(api: ApiSettings) -> openai.AsyncOpenAI:
         timeout=api.timeout_s,
         max_retries=api.max_retries,
     )
+
+
+class CredentialError(Exception):
+    """The endpoint rejected our credentials (or the request): retrying will not help."""
+
+
+async def verify(api: ApiSettings) -> str:
+    """Reach the stage's endpoint with its credentials; return a note on success.
+
+    Raises CredentialError for permanent failures (401, 403, other 4xx) and
+    openai.APIConnectionError / APITimeoutError / 429 / 5xx (openai.APIError) for
+    transient ones, which are worth retrying.
+    """
+    client = make_client(api)
+    try:
+        await client.with_options(max_retries=0).models.list()
+    except openai.NotFoundError:
+        return "reachable; it has no model list"
+    except (openai.RateLimitError, openai.InternalServerError):
+        raise
+    except openai.APIStatusError as error:
+        raise CredentialError(f"{api.endpoint} answered {error.status_code} ({type(error).__name__})") from None
+    finally:
+        await client.close()
+    return "credentials accepted"

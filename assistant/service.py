@@ -8,6 +8,7 @@ at a time, whether it came from the microphone or from MQTT.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import json
 import logging
@@ -27,18 +28,20 @@ from assistant.bridge import ServiceBridge
 from assistant.config import Config
 from assistant.homeassistant import Command, Registry
 from assistant.house import House
+from assistant.images import ImageMaker, ImagePublisher, ImageRequest, parse_image_request
 from assistant.mqtt import Message, MqttLink
 from assistant.payloads import BadRequest, Request, new_id, parse_signal, parse_switch, parse_text_request
-from assistant.providers import make_client, resolve, stages_in_use
+from assistant.providers import CredentialError, make_client, resolve, stages_in_use, verify
 from assistant.store import Store
 from assistant.stt import Transcriber
-from assistant.tools import HomeTools
+from assistant.tools import HomeTools, Tool
 from assistant.tts import TtsError, make_voice
 from assistant.vad import Segmenter, SpeechStarted, Utterance, webrtc_classifier
 
 log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, I can't reach my language service right now. Please try again in a moment."
+EXIT_CREDENTIALS = 3  # systemd: RestartPreventExitStatus, a rejected key will not fix itself
 STOP_STACKS_AFTER_S = 8.0
 STOP_TASKS_TIMEOUT_S = 5.0
 ECHO_TAIL_S = 0.25  # ignore the microphone briefly after speaking: the room still rings
@@ -70,6 +73,7 @@ class Assistant:
     def __init__(self, config: Config, env: Mapping[str, str] | None = None, *, daemon: bool = True) -> None:
         """`daemon=False` (one-off CLI turns) neither announces status nor publishes state."""
         env = os.environ if env is None else env
+        self.env = env
         self.config = config
         self.root = config.topic_root
         self.daemon = daemon
@@ -85,7 +89,13 @@ class Assistant:
         clients = {stage: make_client(resolve(config, stage, env)) for stage in stages_in_use(config)}
         self.transcriber = Transcriber(config.stt, clients["stt"])
         self.home_tools = HomeTools(self.registry, self.publish_command, self.bridge)
-        self.agent = Agent(config.agent, config.device, clients["agent"], self.registry, self.home_tools.tools)
+        self.images = (
+            ImagePublisher(ImageMaker(config.images, clients["images"]), self.root, self.link.publish)
+            if config.images.enabled
+            else None
+        )
+        self.agent = Agent(config.agent, config.device, clients["agent"], self.registry, self.agent_tools)
+        self.background: set[asyncio.Task[None]] = set()
         self.voice = make_voice(config.tts, clients.get("tts"), config.device.language)
         self.speaker = Speaker(config.audio.output_device)
         self.turns: asyncio.Queue[Turn] = asyncio.Queue(maxsize=32)
@@ -133,6 +143,23 @@ class Assistant:
         log.warning("%s: %s", code, message)
         self.link.event("error", {"id": request_id, "code": code, "message": message})
 
+    def agent_tools(self) -> list[Tool]:
+        """The home's tools, and the picture tool when images are on."""
+        tools = self.home_tools.tools()
+        if self.images is not None and self.config.images.tool:
+            tools.append(self.images.tool())
+        return tools
+
+    async def generate_image(self, request: ImageRequest) -> None:
+        """Serve `<prefix>/image/generate`; failures are answered on event/error."""
+        assert self.images is not None
+        try:
+            await self.images.run(request)
+        except openai.APIError as error:
+            self.error(request.id, "api_error", f"images: {type(error).__name__}: {error}")
+        except RuntimeError as error:
+            self.error(request.id, "api_error", f"images: {error}")
+
     async def publish_command(self, command: Command) -> bool:
         """Publish an entity command and wait for the broker to take it."""
         return await self.link.publish_confirmed(command.topic, command.payload, retain=command.retain)
@@ -143,7 +170,7 @@ class Assistant:
         """Run the agent on `text`, publish actions and the reply, and speak it if asked."""
         self.set_state("thinking")
         try:
-            reply = await self.agent.respond(text)
+            reply = await self.agent.respond(text, conversation_id)
         except openai.APIError as error:
             self.error(request_id, "api_error", f"agent: {type(error).__name__}: {error}")
             reply = Reply(APOLOGY)
@@ -277,7 +304,7 @@ class Assistant:
 
     def input_topics(self) -> list[str]:
         """Topics this daemon reads."""
-        inputs = [f"{self.root}/{name}" for name in ("ask", "say", "listen", "cancel", "mute/set")]
+        inputs = [f"{self.root}/{name}" for name in ("ask", "say", "listen", "cancel", "mute/set", "image/generate")]
         return inputs + self.house.topics()
 
     async def dispatch(self) -> None:
@@ -316,10 +343,45 @@ class Assistant:
                 self.current.cancel()
         elif name == "mute/set":
             self.set_muted(parse_switch(message.payload))
+        elif name == "image/generate":
+            image_request = parse_image_request(message.payload)
+            if self.images is None:
+                raise BadRequest("image generation is off (set [images] enabled = true)", image_request.id)
+            task = asyncio.create_task(self.generate_image(image_request))
+            self.background.add(task)  # image generation takes a while: it must not hold up voice turns
+            task.add_done_callback(self.background.discard)
         else:
             self.house.handle(message)  # e.g. a state topic that happens to sit under our prefix
 
     # --- lifecycle -----------------------------------------------------------
+
+    async def verify_credentials(self) -> bool:
+        """Check each stage's endpoint and key before READY.
+
+        A rejected key is permanent: report it and exit (EXIT_CREDENTIALS). An unreachable
+        endpoint is transient: retry with backoff until it answers or we are stopped.
+        """
+        pending = {stage: resolve(self.config, stage, self.env) for stage in stages_in_use(self.config)}
+        backoff = 1.0
+        while pending and not self.stopping.is_set():
+            results = await asyncio.gather(*(verify(api) for api in pending.values()), return_exceptions=True)
+            for (stage, api), result in zip(list(pending.items()), results, strict=True):
+                if isinstance(result, str):
+                    log.info("%s: %s %s (%s)", stage, api.provider, api.endpoint, result)
+                    del pending[stage]
+                elif isinstance(result, CredentialError):
+                    log.error("%s: %s; fix the key or endpoint and restart", stage, result)
+                    self.error(None, "credentials", f"{stage}: {result}")
+                    self.exit_code = EXIT_CREDENTIALS
+                    return False
+                else:
+                    log.warning("%s: %s not reachable (%s); retrying in %.0f s", stage, api.endpoint, result, backoff)
+            if pending:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(backoff):
+                        await self.stopping.wait()
+                backoff = min(backoff * 2, 60.0)
+        return not self.stopping.is_set()
 
     def _critical_task_done(self, task: asyncio.Task[None]) -> None:
         """A loop that ends by itself is a bug: log it and stop, so systemd restarts us."""
@@ -350,6 +412,9 @@ class Assistant:
                 self.config.audio.input_gain,
             )
             coroutines.append(self.capture(microphone))
+        if not await self.verify_credentials():
+            self.link.stop()
+            return self.exit_code
         tasks = [asyncio.create_task(c) for c in coroutines]
         for task in tasks:
             task.add_done_callback(self._critical_task_done)

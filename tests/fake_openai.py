@@ -391,12 +391,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, fake: FakeOpenAI) -> None:
+    def __init__(self, fake: FakeOpenAI, port: int = 0) -> None:
         self.fake = fake
         self.conn_lock = threading.Lock()
         self.connections: set[socket.socket] = set()
         self.conn_serial = 0
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -897,11 +897,11 @@ class FakeOpenAI:
 
     # -- lifecycle
 
-    def start(self) -> None:
-        """Listen on 127.0.0.1 (a free port) and serve from a daemon thread; no-op if running."""
+    def start(self, port: int = 0) -> None:
+        """Listen on 127.0.0.1 (`port`, or a free one) and serve from a daemon thread; no-op if running."""
         if self._server is not None:
             return
-        server = _Server(self)
+        server = _Server(self, port)
         thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.05},

@@ -30,7 +30,7 @@ def test_example_config_is_valid() -> None:
 
 def test_defaults_need_only_a_key() -> None:
     config = parse_config({}, KEY_ENV)
-    assert config.agent.model == "gpt-5.4-mini"
+    assert config.agent.chat_model == "gpt-5.4-mini"
     assert config.stt.model == "gpt-transcribe"
     assert config.tts.engine == "espeak"
     assert config.topic_root.startswith("assistant/")

@@ -504,16 +504,10 @@ def test_check_reports_a_missing_ca_file(tls_broker: Broker, pki: Pki, tmp_path:
     assert re.search(r"mqtt.*(ca_file|missing-ca\.pem|no such file)", output, re.IGNORECASE), output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="mqtt.py: a connection the broker closes before CONNACK (TLS 1.3 client-certificate alert, "
-    "plain MQTT to a TLS port) still waits for the whole timeout and says 'no answer'",
-)
 @pytest.mark.parametrize("case", ["client certificate missing", "plain MQTT to TLS"])
 def test_a_connection_closed_before_connack_is_told(make_broker: Callable[..., Broker], pki: Pki, case: str) -> None:
     broker = make_broker(tls_listener(pki, require_certificate=True))
     tls = {"enabled": True, "ca_file": pki.ca} if case == "client certificate missing" else {"enabled": False}
-    message, took = timed_start_failure(mqtt_config(broker, tls=tls), timeout=FAIL_TIMEOUT)
+    message, took = timed_start_failure(mqtt_config(broker, tls=tls), timeout=2.5)
     assert "no answer" not in message, message
-    assert took < FAIL_TIMEOUT / 2, f"start() took {took:.1f}s"
+    assert took < 1.6, f"start() took {took:.1f}s"  # paho's loop_stop() alone may take 1 s
