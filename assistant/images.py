@@ -17,7 +17,7 @@ from typing import Any
 import openai
 
 from assistant.config import ImagesConfig
-from assistant.payloads import BadRequest, decode_payload, new_id, optional_str
+from assistant.payloads import BadRequest, new_id, optional_str, text_request
 from assistant.tools import Tool, ToolOutcome
 
 log = logging.getLogger(__name__)
@@ -39,22 +39,12 @@ class ImageRequest:
 
 def parse_image_request(payload: bytes) -> ImageRequest:
     """`{"prompt", "size", "quality", "style", "n", "id"}` or a plain-text prompt."""
-    data = decode_payload(payload)
-    if isinstance(data, str):
-        data = {"prompt": data}
-    if not isinstance(data, dict):
-        raise BadRequest("expected a prompt or a JSON object")
-    request_id = optional_str(data, "id", None)
-    prompt = data.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise BadRequest("'prompt' must be a non-empty string", request_id)
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise BadRequest(f"'prompt' is too long (at most {MAX_PROMPT_CHARS} characters)", request_id)
+    data, prompt, request_id = text_request(payload, "prompt", MAX_PROMPT_CHARS)
     n = data.get("n")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 4):
         raise BadRequest("'n' must be a whole number from 1 to 4", request_id)
     options = {key: optional_str(data, key, request_id) for key in ("size", "quality", "style")}
-    return ImageRequest(prompt.strip(), request_id or new_id(), n=n, **options)
+    return ImageRequest(prompt, request_id or new_id(), n=n, **options)
 
 
 class ImageMaker:

@@ -65,24 +65,30 @@ def optional_str(data: dict[str, Any], key: str, request_id: str | None) -> str 
     return str(value)
 
 
-def parse_text_request(payload: bytes, *, speak_default: bool) -> Request:
-    """`{"text", "id", "speak", "conversation_id"}` or plain text."""
+def text_request(payload: bytes, key: str, max_chars: int) -> tuple[dict[str, Any], str, str | None]:
+    """Plain text, or a JSON object whose `key` holds the text: (fields, text, id)."""
     data = decode_payload(payload)
     if isinstance(data, str):
-        data = {"text": data}
+        data = {key: data}
     if not isinstance(data, dict):
-        raise BadRequest("expected text or a JSON object")
+        raise BadRequest(f"expected {key} text or a JSON object")
     request_id = optional_str(data, "id", None)
-    text = data.get("text")
+    text = data.get(key)
     if not isinstance(text, str) or not text.strip():
-        raise BadRequest("'text' must be a non-empty string", request_id)
-    if len(text) > MAX_TEXT_CHARS:
-        raise BadRequest(f"'text' is too long ({len(text)} characters, at most {MAX_TEXT_CHARS})", request_id)
+        raise BadRequest(f"{key!r} must be a non-empty string", request_id)
+    if len(text) > max_chars:
+        raise BadRequest(f"{key!r} is too long ({len(text)} characters, at most {max_chars})", request_id)
+    return data, text.strip(), request_id
+
+
+def parse_text_request(payload: bytes, *, speak_default: bool) -> Request:
+    """`{"text", "id", "speak", "conversation_id"}` or plain text."""
+    data, text, request_id = text_request(payload, "text", MAX_TEXT_CHARS)
     speak = data.get("speak", speak_default)
     if not isinstance(speak, bool):
         raise BadRequest("'speak' must be true or false", request_id)
     conversation_id = optional_str(data, "conversation_id", request_id)
-    return Request(text.strip(), request_id or new_id(), speak, conversation_id)
+    return Request(text, request_id or new_id(), speak, conversation_id)
 
 
 def parse_signal(payload: bytes) -> str:

@@ -117,3 +117,16 @@ def daemon_env(pulse_env: dict[str, str], **extra: str) -> dict[str, str]:
     env.update(pulse_env)
     env.update(extra)
     return env
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python -m assistant ARGS` to completion, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "assistant", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
+    )

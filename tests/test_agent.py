@@ -5,33 +5,19 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon import ENTITIES, ROOT, Daemon, base_sections, daemon_env, write_config
+from daemon import ENTITIES, Daemon, base_sections, daemon_env, run_cli, write_config
 from fake_openai import ChatReply, FakeOpenAI
 from support import Broker, MqttRecorder, PulseAudio, SpeechFactory
 
 from assistant.memory import Memory, estimate_tokens
 
 StartDaemon = Callable[..., tuple[Daemon, str]]
-
-
-def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "assistant", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
 
 
 def write(tmp_path: Path, sections: dict[str, dict[str, Any]]) -> Path:
@@ -49,7 +35,7 @@ def test_recommended_settings_reach_the_wire(
 ) -> None:
     sections = base_sections(mqtt_broker.port, fake.url)
     sections["agent"] = {"user": "kitchen-device"}
-    result = cli(
+    result = run_cli(
         ["ask", "--config", str(write(tmp_path, sections)), "hello"], daemon_env(pulse.env, OPENAI_API_KEY="test-key")
     )
     assert result.returncode == 0, result.stderr
@@ -80,7 +66,7 @@ def test_custom_settings_reach_the_wire(
     }
     config = write(tmp_path, sections)
     config.write_text(config.read_text().replace("[agent]", '[agent]\nlogit_bias = { "50256" = -100 }'))
-    result = cli(["ask", "--config", str(config), "hello"], daemon_env(pulse.env, OPENAI_API_KEY="test-key"))
+    result = run_cli(["ask", "--config", str(config), "hello"], daemon_env(pulse.env, OPENAI_API_KEY="test-key"))
     assert result.returncode == 0, result.stderr
     body = chat_body(fake)
     assert {k: v for k, v in body.items() if k not in ("messages", "tools", "stream")} == {
@@ -104,7 +90,7 @@ def test_recommended_with_custom_settings_is_a_config_error(
 ) -> None:
     sections = base_sections(mqtt_broker.port, fake.url)
     sections["agent"] = {"temperature": 0.2, "model": "x"}
-    result = cli(["run", "--config", str(write(tmp_path, sections))], {"OPENAI_API_KEY": "k"})
+    result = run_cli(["run", "--config", str(write(tmp_path, sections))], {"OPENAI_API_KEY": "k"})
     assert result.returncode == 2
     assert result.stderr.strip() == "agent: model, temperature: only used with recommended = false"
 
@@ -114,7 +100,7 @@ def test_without_control_the_agent_has_no_tools(
 ) -> None:
     sections = base_sections(mqtt_broker.port, fake.url)
     sections["agent"] = {"control_home_assistant": False}
-    result = cli(
+    result = run_cli(
         ["ask", "--config", str(write(tmp_path, sections)), "turn on the light"],
         daemon_env(pulse.env, OPENAI_API_KEY="test-key"),
     )
@@ -166,7 +152,7 @@ def test_broken_template_is_a_config_error_at_start(
 ) -> None:
     sections = base_sections(mqtt_broker.port, fake.url)
     sections["agent"] = {"instructions": template}
-    result = cli(["run", "--config", str(write(tmp_path, sections))], {"OPENAI_API_KEY": "k"})
+    result = run_cli(["run", "--config", str(write(tmp_path, sections))], {"OPENAI_API_KEY": "k"})
     assert result.returncode == 2
     assert result.stderr.startswith(message), result.stderr
     assert fake.requests == []
@@ -236,7 +222,7 @@ def test_stt_and_tts_options_reach_the_wire(
     }
     sections["tts"] |= {"voice": "coral", "speed": 1.25, "instructions": "Speak warmly."}
     fake.transcript = "mach das Licht an"
-    result = cli(
+    result = run_cli(
         ["listen", "--config", str(write(tmp_path, sections)), "--file", str(speech("hello there"))],
         daemon_env(pulse.env, OPENAI_API_KEY="test-key"),
     )
@@ -266,7 +252,7 @@ def test_openai_organization_and_project_headers(
 ) -> None:
     sections = base_sections(mqtt_broker.port, fake.url)
     sections["openai"] |= {"organization": "org-home", "project": "proj_voice"}
-    result = cli(
+    result = run_cli(
         ["ask", "--config", str(write(tmp_path, sections)), "hello"], daemon_env(pulse.env, OPENAI_API_KEY="test-key")
     )
     assert result.returncode == 0, result.stderr

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from daemon import ENTITIES, ROOT, base_sections, daemon_env, write_config
+from daemon import ENTITIES, base_sections, daemon_env, run_cli, write_config
 from fake_openai import ChatReply, FakeOpenAI
 from support import Broker, MqttRecorder, PulseAudio, SpeakerRecorder, SpeechFactory, correlate, free_port, read_wav
 
 from assistant import __version__
-
-
-def cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "assistant", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def config_for(tmp_path: Path, broker_port: int, fake: FakeOpenAI, **changes: dict[str, Any]) -> tuple[Path, str]:
@@ -35,20 +22,20 @@ def config_for(tmp_path: Path, broker_port: int, fake: FakeOpenAI, **changes: di
 
 
 def test_version() -> None:
-    result = cli(["--version"], {})
+    result = run_cli(["--version"], {})
     assert result.returncode == 0
     assert result.stdout.strip() == f"assistant {__version__}"
 
 
 def test_devices_lists_the_virtual_microphone(pulse: PulseAudio) -> None:
-    result = cli(["devices"], daemon_env(pulse.env))
+    result = run_cli(["devices"], daemon_env(pulse.env))
     assert result.returncode == 0, result.stderr
     assert "pulse" in result.stdout or "default" in result.stdout
 
 
 def test_check_reports_every_part(tmp_path: Path, mqtt_broker: Broker, fake: FakeOpenAI, pulse: PulseAudio) -> None:
     config, _ns = config_for(tmp_path, mqtt_broker.port, fake)
-    result = cli(["check", "--config", str(config)], daemon_env(pulse.env, OPENAI_API_KEY="test-key"))
+    result = run_cli(["check", "--config", str(config)], daemon_env(pulse.env, OPENAI_API_KEY="test-key"))
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     for line in ("config: ok", "audio: ok", "mqtt: ok", "stt: ok", "agent: ok", "tts: ok"):
@@ -60,7 +47,7 @@ def test_check_reports_every_part(tmp_path: Path, mqtt_broker: Broker, fake: Fak
 
 def test_check_fails_on_wrong_key_and_dead_broker(tmp_path: Path, fake: FakeOpenAI, pulse: PulseAudio) -> None:
     config, _ns = config_for(tmp_path, free_port(), fake)  # nothing listens on that port
-    result = cli(["check", "--config", str(config)], daemon_env(pulse.env, OPENAI_API_KEY="wrong-key"))
+    result = run_cli(["check", "--config", str(config)], daemon_env(pulse.env, OPENAI_API_KEY="wrong-key"))
     assert result.returncode == 1
     assert "mqtt: FAILED" in result.stdout
     assert "agent: FAILED" in result.stdout and "401" in result.stdout
@@ -75,7 +62,7 @@ def test_ask_acts_for_real(
         ChatReply(tool_calls=[("turn_on", {"entity_id": "light.kitchen", "brightness_pct": 40})]),
         ChatReply(text="Kitchen light at 40 percent."),
     ]
-    result = cli(
+    result = run_cli(
         ["ask", "--config", str(config), "dim", "the", "kitchen", "light"],
         daemon_env(pulse.env, OPENAI_API_KEY="test-key"),
     )
@@ -93,7 +80,7 @@ def test_ask_reads_retained_state(
     config, ns = config_for(tmp_path, mqtt_broker.port, fake)
     mqtt.publish(f"{ns}/kitchen/light/state", "ON", retain=True)
     fake.script = [ChatReply(tool_calls=[("get_state", {"entity_id": "light.kitchen"})]), ChatReply(text="It is on.")]
-    result = cli(
+    result = run_cli(
         ["ask", "--config", str(config), "is the kitchen light on"], daemon_env(pulse.env, OPENAI_API_KEY="test-key")
     )
     assert result.returncode == 0, result.stderr
@@ -109,7 +96,7 @@ def test_say_with_espeak_reaches_the_speaker(
 ) -> None:
     config, _ns = config_for(tmp_path, mqtt_broker.port, fake, tts={"engine": "espeak", "voice": "en-us"})
     text = "The washing machine has finished."
-    result = cli(["say", "--config", str(config), text], daemon_env(pulse.env, OPENAI_API_KEY="test-key"))
+    result = run_cli(["say", "--config", str(config), text], daemon_env(pulse.env, OPENAI_API_KEY="test-key"))
     assert result.returncode == 0, result.stderr
     speaker.wait_for_silence(silence=0.3, timeout=10)
     reference_path = tmp_path / "ref.wav"
@@ -127,7 +114,7 @@ def test_listen_from_a_wav_file(
     config, ns = config_for(tmp_path, mqtt_broker.port, fake, tts={"engine": "none"})
     fake.transcript = "switch off the kitchen light"
     fake.script = [ChatReply(tool_calls=[("turn_off", {"entity_id": "light.kitchen"})]), ChatReply(text="Off it goes.")]
-    result = cli(
+    result = run_cli(
         ["listen", "--config", str(config), "--file", str(speech("switch off the kitchen light"))],
         daemon_env(pulse.env, OPENAI_API_KEY="test-key"),
     )
@@ -143,6 +130,8 @@ def test_listen_rejects_a_file_that_is_not_wav(
     config, _ns = config_for(tmp_path, mqtt_broker.port, fake)
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"not a wav at all")
-    result = cli(["listen", "--config", str(config), "--file", str(junk)], daemon_env(pulse.env, OPENAI_API_KEY="x"))
+    result = run_cli(
+        ["listen", "--config", str(config), "--file", str(junk)], daemon_env(pulse.env, OPENAI_API_KEY="x")
+    )
     assert result.returncode == 1
     assert "not a WAV file" in result.stderr
