@@ -173,6 +173,7 @@ class Registry:
         self.config = config
         self.expose_patterns = list(config.expose)
         self.entities: dict[str, Entity] = {}
+        self.version = 0  # bumped whenever entities come or go, for caches built from the registry
         self._by_topic: dict[str, list[tuple[Entity, str]]] | None = None
         for entity_config in config.entities:
             self.add(Entity.from_config(entity_config))
@@ -187,6 +188,7 @@ class Registry:
             entity.attributes = {**existing.attributes, **entity.attributes}
         self.entities[entity.entity_id] = entity
         self._by_topic = None
+        self.version += 1
 
     def remove_source(self, source: str) -> list[str]:
         """Forget every entity learned from `source` (a discovery topic); return their ids."""
@@ -194,6 +196,7 @@ class Registry:
         for entity_id in gone:
             del self.entities[entity_id]
         self._by_topic = None
+        self.version += 1
         return gone
 
     def is_exposed(self, entity_id: str) -> bool:
