@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from assistant.images import ImageMaker, ImagePublisher, ImageRequest, parse_ima
 from assistant.mqtt import Message, MqttLink
 from assistant.payloads import BadRequest, Request, new_id, parse_signal, parse_switch, parse_text_request
 from assistant.providers import CredentialError, make_client, resolve, stages_in_use, verify
+from assistant.sentences import SentenceSplitter
 from assistant.store import Store
 from assistant.stt import Transcriber
 from assistant.tools import HomeTools, Tool
@@ -167,13 +168,34 @@ class Assistant:
     # --- turns ---------------------------------------------------------------
 
     async def answer(self, text: str, request_id: str, conversation_id: str | None, speak: bool) -> Reply:
-        """Run the agent on `text`, publish actions and the reply, and speak it if asked."""
+        """Run the agent on `text`, speaking each sentence as soon as it is written.
+
+        Actions and the whole reply are published once the agent is done; speech may
+        still be playing then.
+        """
         self.set_state("thinking")
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        splitter = SentenceSplitter()
+        speaking = asyncio.create_task(self.speak_pieces(pieces, request_id)) if speak and self.voice else None
+
+        def on_text(delta: str) -> None:
+            for piece in splitter.feed(delta):
+                pieces.put_nowait(piece)
+
         try:
-            reply = await self.agent.respond(text, conversation_id)
+            reply = await self.agent.respond(text, conversation_id, on_text if speaking else None)
         except openai.APIError as error:
             self.error(request_id, "api_error", f"agent: {type(error).__name__}: {error}")
             reply = Reply(APOLOGY)
+            splitter = SentenceSplitter()  # drop a half-written sentence; say sorry instead
+            pieces.put_nowait(APOLOGY)
+        except BaseException:
+            if speaking is not None:
+                speaking.cancel()
+            raise
+        for piece in splitter.flush():
+            pieces.put_nowait(piece)
+        pieces.put_nowait(None)
         for action in reply.actions:
             self.link.event("action", {"id": request_id, **action.as_dict()})
         self.link.event(
@@ -185,24 +207,56 @@ class Assistant:
                 "actions": [a.as_dict() for a in reply.actions],
             },
         )
-        if speak:
-            await self.speak(reply.text, request_id)
+        if speaking is not None:
+            await speaking
         return reply
 
     async def speak(self, text: str, request_id: str | None) -> None:
-        """Speak through the configured voice; failures are reported, never fatal."""
-        if self.voice is None or not text:
+        """Speak a whole text (say, apologies)."""
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        splitter = SentenceSplitter()
+        for piece in [*splitter.feed(text), *splitter.flush(), None]:
+            pieces.put_nowait(piece)
+        await self.speak_pieces(pieces, request_id)
+
+    async def speak_pieces(self, pieces: asyncio.Queue[str | None], request_id: str | None) -> None:
+        """Speak pieces of text as they come, through one output stream, until None.
+
+        The next piece is synthesized while the current one plays, so sentences follow
+        each other without a gap. Failures are reported, never fatal.
+        """
+        voice = self.voice
+        first = await pieces.get()
+        if voice is None or first is None:
             return
         self.set_state("speaking")
         self.stop_speaking.clear()
-        voice = self.voice
+        audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        async def synthesize() -> None:
+            piece: str | None = first
+            try:
+                while piece is not None:
+                    async for chunk in voice.synthesize(piece):
+                        audio.put_nowait(chunk)
+                    piece = await pieces.get()
+            finally:
+                audio.put_nowait(None)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while (chunk := await audio.get()) is not None:
+                yield chunk
+            await producer  # re-raise a synthesis error here
+
+        producer = asyncio.create_task(synthesize())
         try:
-            await self.speaker.play(voice.synthesize(text), lambda: voice.sample_rate, self.stop_speaking)
+            await self.speaker.play(chunks(), lambda: voice.sample_rate, self.stop_speaking)
         except (openai.APIError, TtsError, OSError) as error:
             self.error(request_id, "tts_error", f"{type(error).__name__}: {error}")
         except Exception as error:
             self.error(request_id, "audio_error", f"{type(error).__name__}: {error}")
         finally:
+            producer.cancel()
             self.mic_open_at = time.monotonic() + ECHO_TAIL_S
 
     async def voice_turn(self, turn: VoiceTurn) -> tuple[str, Reply | None]:

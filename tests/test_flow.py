@@ -299,3 +299,26 @@ def test_last_will_says_offline_when_the_daemon_dies(
     offline = mqtt.wait_for(f"{root}/status", predicate=lambda m: m.text == "offline", timeout=15)
     assert offline.retain is False or offline.text == "offline"
     daemon.process.returncode = 0  # killed on purpose: the fixture's clean-exit check does not apply
+
+
+def test_speech_starts_before_the_model_has_finished_writing(
+    fake: FakeOpenAI,
+    mqtt_broker: Broker,
+    mqtt: MqttRecorder,
+    speaker: SpeakerRecorder,
+    start_daemon: Callable[..., tuple[Daemon, str]],
+) -> None:
+    _daemon, root = start_daemon(base_sections(mqtt_broker.port, fake.url), OPENAI_API_KEY="test-key")
+    first = "The first sentence is short."
+    second = "Then a much longer second sentence follows, with many words that the model writes slowly, one by one."
+    fake.token_delay_s = 0.1
+    fake.script = [ChatReply(text=f"{first} {second}")]
+    mqtt.publish(f"{root}/ask", json.dumps({"text": "tell me something", "id": "s1", "speak": True}))
+    first_sound = speaker.wait_for_sound(threshold=1000, timeout=20)
+    chat = fake.of("chat/completions")[0]
+    written_at = chat.t + len(f"{first} {second}".split()) * fake.token_delay_s  # when the last word is sent
+    assert first_sound < written_at - 1.0, "speech waited for the whole reply"
+    mqtt.wait_for(f"{root}/state", predicate=lambda m: m.text == "idle" and m.time > first_sound, timeout=30)
+    spoken = [r.json["input"] for r in fake.of("audio/speech") if r.json]
+    assert spoken == [first, second]
+    assert fake.of("audio/speech")[0].t < written_at - 1.0
