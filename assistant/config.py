@@ -76,6 +76,7 @@ class VadConfig(Section):
     aggressiveness: int = Field(2, ge=0, le=3)
     start_ms: int = Field(90, ge=0, le=1000)
     silence_ms: int = Field(600, ge=100, le=5000)
+    early_ms: int = Field(250, ge=0, le=5000)  # 0: no speculative transcription
     min_utterance_ms: int = Field(250, ge=0, le=10000)
     max_utterance_s: float = Field(15.0, gt=0, le=120)
     preroll_ms: int = Field(300, ge=0, le=2000)

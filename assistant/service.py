@@ -37,7 +37,7 @@ from assistant.store import Store
 from assistant.stt import Transcriber
 from assistant.tools import HomeTools, Tool
 from assistant.tts import TtsError, make_voice
-from assistant.vad import Segmenter, SpeechStarted, Utterance, webrtc_classifier
+from assistant.vad import Pause, Resumed, Segmenter, SpeechStarted, Utterance, webrtc_classifier
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class VoiceTurn:
     audio: bytes
     sample_rate: int
     id: str = field(default_factory=new_id)
+    early: asyncio.Task[str] | None = None  # transcription started at the last pause, if still valid
 
 
 @dataclass
@@ -103,6 +104,7 @@ class Assistant:
         self.state = ""
         self.listen_until = 0.0
         self.listen_id: str | None = None
+        self.early: asyncio.Task[str] | None = None
         self.mic_open_at = 0.0
         self.stop_speaking = asyncio.Event()
         self.current: asyncio.Task[None] | None = None
@@ -259,11 +261,22 @@ class Assistant:
             producer.cancel()
             self.mic_open_at = time.monotonic() + ECHO_TAIL_S
 
+    async def transcript_of(self, turn: VoiceTurn) -> str:
+        """The early transcription when it holds the whole utterance, else a fresh one."""
+        if turn.early is not None:
+            try:
+                return await turn.early
+            except (openai.APIError, asyncio.CancelledError) as error:
+                if isinstance(error, asyncio.CancelledError) and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+                log.info("early transcription failed (%s); transcribing again", type(error).__name__)
+        return await self.transcriber.transcribe(turn.audio, turn.sample_rate)
+
     async def voice_turn(self, turn: VoiceTurn) -> tuple[str, Reply | None]:
         """Transcribe an utterance and answer it aloud; return the transcript and reply."""
         self.set_state("transcribing")
         try:
-            text = await self.transcriber.transcribe(turn.audio, turn.sample_rate)
+            text = await self.transcript_of(turn)
         except openai.APIError as error:
             self.error(turn.id, "api_error", f"stt: {type(error).__name__}: {error}")
             self.link.event(
@@ -317,6 +330,17 @@ class Assistant:
 
     # --- audio ---------------------------------------------------------------
 
+    def start_early_transcription(self, pause: Pause) -> None:
+        """Transcribe the audio so far while the end of speech is still being awaited."""
+        self.drop_early_transcription()
+        self.early = asyncio.create_task(self.transcriber.transcribe(pause.audio, pause.sample_rate))
+
+    def drop_early_transcription(self) -> None:
+        """The speaker went on: the early transcription is of a partial request."""
+        if self.early is not None:
+            self.early.cancel()
+            self.early = None
+
     def accepting_audio(self, in_speech: bool) -> bool:
         """Whether the microphone may start or continue a request now."""
         if self.muted or self.state not in ("idle", "listening") or time.monotonic() < self.mic_open_at:
@@ -338,11 +362,16 @@ class Assistant:
             if not self.accepting_audio(segmenter.in_speech):
                 if segmenter.in_speech or self.state == "listening":
                     segmenter.reset()
+                    self.drop_early_transcription()
                     if self.state == "listening":
                         self.set_state("idle")
                 continue
             event = segmenter.feed(frame)
-            if isinstance(event, SpeechStarted):
+            if isinstance(event, Pause):
+                self.start_early_transcription(event)
+            elif isinstance(event, Resumed):
+                self.drop_early_transcription()
+            elif isinstance(event, SpeechStarted):
                 log.debug("speech started at %.2f s", event.start_s)
                 self.set_state("listening")
             elif isinstance(event, Utterance):
@@ -350,7 +379,8 @@ class Assistant:
                 self.listen_until = 0.0
                 self.set_state("transcribing")
                 turn_id, self.listen_id = self.listen_id or new_id(), None
-                self.submit(VoiceTurn(event.audio, event.sample_rate, turn_id))
+                early, self.early = self.early, None
+                self.submit(VoiceTurn(event.audio, event.sample_rate, turn_id, early))
             elif self.state == "listening" and not segmenter.in_speech and time.monotonic() >= self.listen_until:
                 self.set_state("idle")  # too short to be a request
 

@@ -38,7 +38,20 @@ class Utterance:
         return len(self.audio) / 2 / self.sample_rate
 
 
-SegmentEvent = SpeechStarted | Utterance
+@dataclass(frozen=True)
+class Pause:
+    """The speaker has been silent for `early_ms`: the audio so far may be the whole request."""
+
+    audio: bytes
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """Speech came back after a Pause: whatever was started on the Pause is stale."""
+
+
+SegmentEvent = SpeechStarted | Pause | Resumed | Utterance
 
 
 def webrtc_classifier(aggressiveness: int, sample_rate: int) -> Callable[[bytes], bool]:
@@ -48,12 +61,14 @@ def webrtc_classifier(aggressiveness: int, sample_rate: int) -> Callable[[bytes]
 
 
 class Segmenter:
-    """Turn frames into SpeechStarted / Utterance events.
+    """Turn frames into SpeechStarted / Pause / Resumed / Utterance events.
 
     Speech starts after `start_ms` of consecutive speech frames; the utterance keeps
     `preroll_ms` of audio before that so no first syllable is lost. It ends after
     `silence_ms` without speech, or at `max_utterance_s`. Utterances whose speech is
-    shorter than `min_utterance_ms` (a cough, a click) are dropped.
+    shorter than `min_utterance_ms` (a cough, a click) are dropped. After `early_ms` of
+    silence a Pause hands out the audio so far, so transcription can start while the
+    end is still being awaited; Resumed says the speaker went on after all.
 
     webrtcvad keeps calling frames speech for about 100 ms after the voice stops (its
     hangover). Inside an utterance a frame counts as speech only if it is also louder
@@ -77,6 +92,8 @@ class Segmenter:
         self.frame_bytes = sample_rate * frame_ms // 1000 * 2
         self._start_frames = max(1, -(-config.start_ms // frame_ms))
         self._silence_frames = max(1, -(-config.silence_ms // frame_ms))
+        early = -(-config.early_ms // frame_ms) if config.early_ms else 0
+        self._early_frames = early if 0 < early < self._silence_frames else 0
         self._preroll: deque[bytes] = deque(maxlen=max(self._start_frames, config.preroll_ms // frame_ms))
         self._frames_seen = 0
         self._noise_rms = 0.0
@@ -91,6 +108,7 @@ class Segmenter:
         self._start_s = 0.0
         self._last_speech_end_s = 0.0
         self._silence_run = 0
+        self._paused = False
 
     @property
     def in_speech(self) -> bool:
@@ -130,10 +148,22 @@ class Segmenter:
         if speech:
             self._silence_run = 0
             self._last_speech_end_s = t0 + self.frame_ms / 1000
+            if self._paused:
+                self._paused = False
+                return Resumed()
         else:
             self._silence_run += 1
+            if self._silence_run == self._early_frames:
+                self._paused = True
+                return Pause(bytes(self._audio), self.sample_rate)
         too_long = len(self._audio) / 2 / self.sample_rate >= self.config.max_utterance_s
         if self._silence_run < self._silence_frames and not too_long:
+            return None
+        return self.finish()
+
+    def finish(self) -> Utterance | None:
+        """End the utterance in progress now (e.g. the pause already holds a complete command)."""
+        if not self._in_speech:
             return None
         utterance = Utterance(bytes(self._audio), self.sample_rate, self._start_s, self._last_speech_end_s)
         self.reset()

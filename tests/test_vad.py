@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from assistant.config import VadConfig
-from assistant.vad import Segmenter, SpeechStarted, Utterance, webrtc_classifier
+from assistant.vad import Pause, Segmenter, SpeechStarted, Utterance, webrtc_classifier
 
 RATE = 16000
 FRAME_MS = 30
@@ -60,7 +60,7 @@ def test_boundaries_within_60_ms(tmp_path: Path, text: str, voice: str) -> None:
     speech = espeak_pcm(text, tmp_path, voice)
     lead = 1.0
     pcm = np.concatenate([silence(lead), speech, silence(1.5)]).tobytes()
-    events = run(make(VadConfig(min_utterance_ms=100)), pcm)
+    events = [e for e in run(make(VadConfig(min_utterance_ms=100)), pcm) if isinstance(e, SpeechStarted | Utterance)]
     assert [type(e) for e in events] == [SpeechStarted, Utterance]
     utterance = events[1]
     assert isinstance(utterance, Utterance)
@@ -131,7 +131,7 @@ def test_too_short_is_dropped() -> None:
     decisions = iter([True] * 5 + [False] * 40)
     segmenter = Segmenter(VadConfig(min_utterance_ms=250, start_ms=60), lambda _f: next(decisions), RATE, FRAME_MS)
     events = [segmenter.feed(b"\0" * FRAME_BYTES) for _ in range(45)]
-    assert [type(e) for e in events if e] == [SpeechStarted]
+    assert [type(e) for e in events if isinstance(e, SpeechStarted | Utterance)] == [SpeechStarted]
     assert not segmenter.in_speech
 
 
@@ -154,3 +154,34 @@ def test_noise_alone_is_not_speech() -> None:
 def test_wrong_frame_size_is_an_error() -> None:
     with pytest.raises(ValueError, match="960 bytes"):
         make().feed(b"\0" * 100)
+
+
+def test_pause_comes_before_the_end_and_resumed_cancels_it(tmp_path: Path) -> None:
+    speech = espeak_pcm("turn on", tmp_path)
+    pcm = np.concatenate([silence(0.5), speech, silence(0.35), speech, silence(1.0)]).tobytes()
+    config = VadConfig(silence_ms=600, early_ms=250, min_utterance_ms=100)
+    events = run(make(config), pcm)
+    assert [type(e).__name__ for e in events] == ["SpeechStarted", "Pause", "Resumed", "Pause", "Utterance"]
+    last_pause, utterance = events[3], events[4]
+    assert isinstance(last_pause, Pause) and isinstance(utterance, Utterance)
+    # the last pause holds the whole request: the utterance adds only the rest of the silence
+    assert utterance.audio.startswith(last_pause.audio)
+    assert len(utterance.audio) - len(last_pause.audio) == (20 - 9) * FRAME_BYTES  # frames of 600 ms less 270 ms
+
+
+def test_early_ms_zero_means_no_pause() -> None:
+    decisions = iter([True] * 20 + [False] * 30)
+    segmenter = Segmenter(VadConfig(early_ms=0), lambda _f: next(decisions), RATE, FRAME_MS)
+    loud = np.full(FRAME_BYTES // 2, 1000, dtype=np.int16).tobytes()
+    events = [segmenter.feed(loud) for _ in range(50)]
+    assert [type(e).__name__ for e in events if e] == ["SpeechStarted", "Utterance"]
+
+
+def test_finish_ends_the_utterance_now() -> None:
+    segmenter = Segmenter(VadConfig(min_utterance_ms=100), lambda _f: True, RATE, FRAME_MS)
+    loud = np.full(FRAME_BYTES // 2, 1000, dtype=np.int16).tobytes()
+    for _ in range(10):
+        segmenter.feed(loud)
+    utterance = segmenter.finish()
+    assert isinstance(utterance, Utterance) and utterance.end_s == pytest.approx(0.3)
+    assert not segmenter.in_speech and segmenter.finish() is None
