@@ -82,11 +82,33 @@ class VadConfig(Section):
     preroll_ms: int = Field(300, ge=0, le=2000)
 
 
-class WakeConfig(Section):
-    """What opens the microphone: any speech ("vad") or an MQTT request ("mqtt")."""
+WAKE_MODELS = ("okay_nabu", "hey_jarvis", "hey_mycroft", "alexa")  # bundled with pymicro-wakeword
 
-    mode: Literal["vad", "mqtt"] = "vad"
+
+class WakeConfig(Section):
+    """What opens the microphone: a wake word, any speech ("vad"), or an MQTT request."""
+
+    mode: Literal["wakeword", "vad", "mqtt"] = "wakeword"
+    model: list[str] = ["okay_nabu"]
+    threshold: float | None = Field(None, gt=0, lt=1)
+    refractory_s: float = Field(2.0, ge=0, le=30)
     listen_timeout_s: float = Field(8.0, gt=0, le=60)
+    followup_s: float = Field(5.0, ge=0, le=60)
+    arbitration_ms: int = Field(200, ge=0, le=2000)
+    sound: bool = False
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("model")
+    @classmethod
+    def _bundled(cls, models: list[str]) -> list[str]:
+        unknown = [m for m in models if m not in WAKE_MODELS]
+        if unknown or not models:
+            raise ValueError(f"unknown wake word {', '.join(unknown) or '(none)'}; available: {', '.join(WAKE_MODELS)}")
+        return models
 
 
 class StageApi(Section):

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import openai
 
 from assistant import systemd
@@ -29,6 +30,7 @@ from assistant.config import Config
 from assistant.homeassistant import Command, Registry
 from assistant.house import House
 from assistant.images import ImageMaker, ImagePublisher, ImageRequest, parse_image_request
+from assistant.listener import Listener
 from assistant.mqtt import Message, MqttLink
 from assistant.payloads import BadRequest, Request, new_id, parse_signal, parse_switch, parse_text_request
 from assistant.providers import CredentialError, make_client, resolve, stages_in_use, verify
@@ -37,7 +39,7 @@ from assistant.store import Store
 from assistant.stt import Transcriber
 from assistant.tools import HomeTools, Tool
 from assistant.tts import TtsError, make_voice
-from assistant.vad import Pause, Resumed, Segmenter, SpeechStarted, Utterance, webrtc_classifier
+from assistant.vad import Utterance
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,18 @@ EXIT_CREDENTIALS = 3  # systemd: RestartPreventExitStatus, a rejected key will n
 STOP_STACKS_AFTER_S = 8.0
 STOP_TASKS_TIMEOUT_S = 5.0
 ECHO_TAIL_S = 0.25  # ignore the microphone briefly after speaking: the room still rings
+TONE_RATE = 16000
+
+
+def _tone(frequencies: tuple[float, ...], seconds: float = 0.09) -> bytes:
+    """A soft two-note chime (fade in/out so it does not click)."""
+    t = np.arange(int(TONE_RATE * seconds)) / TONE_RATE
+    envelope = np.minimum(1.0, np.minimum(t, seconds - t) / 0.01)
+    notes = [np.sin(2 * np.pi * f * t) * envelope for f in frequencies]
+    return bytes((np.concatenate(notes) * 6000).astype(np.int16).tobytes())
+
+
+TONES = {"wake": _tone((660.0, 880.0)), "done": _tone((880.0, 660.0))}
 
 
 @dataclass
@@ -97,15 +111,15 @@ class Assistant:
             else None
         )
         self.agent = Agent(config.agent, config.device, clients["agent"], self.registry, self.agent_tools)
-        self.background: set[asyncio.Task[None]] = set()
+        self.background: set[asyncio.Task[Any]] = set()
         self.voice = make_voice(config.tts, clients.get("tts"), config.device.language)
         self.speaker = Speaker(config.audio.output_device)
         self.turns: asyncio.Queue[Turn] = asyncio.Queue(maxsize=32)
         self.state = ""
-        self.listen_until = 0.0
-        self.listen_id: str | None = None
-        self.early: asyncio.Task[str] | None = None
         self.mic_open_at = 0.0
+        self.audio_alive_at = time.monotonic()
+        self.claims_topic = f"{config.mqtt.topic_prefix}/arbitration"
+        self.listener = Listener(config, self)
         self.stop_speaking = asyncio.Event()
         self.current: asyncio.Task[None] | None = None
         self.stopping = asyncio.Event()
@@ -288,7 +302,10 @@ class Assistant:
         self.link.event("transcript", {"id": turn.id, "text": text, "conversation_id": conversation_id})
         if not text:
             return "", None
-        return text, await self.answer(text, turn.id, conversation_id, speak=True)
+        reply = await self.answer(text, turn.id, conversation_id, speak=True)
+        if self.config.wake.followup_s > 0 and self.config.wake.mode != "vad" and reply.text.rstrip().endswith("?"):
+            self.listener.open("followup", turn.id, timeout_s=self.config.wake.followup_s)
+        return text, reply
 
     async def handle(self, turn: Turn) -> None:
         """Run one turn of any kind, always returning to idle."""
@@ -300,7 +317,7 @@ class Assistant:
             else:
                 await self.answer(turn.text, turn.id, turn.conversation_id, turn.speak)
         finally:
-            self.set_state("idle")
+            self.set_state("listening" if self.config.wake.mode != "vad" and self.listener.window_open() else "idle")
 
     async def turn_worker(self) -> None:
         """Handle queued turns one after another; `cancel` aborts the running one."""
@@ -330,66 +347,55 @@ class Assistant:
 
     # --- audio ---------------------------------------------------------------
 
-    def start_early_transcription(self, pause: Pause) -> None:
-        """Transcribe the audio so far while the end of speech is still being awaited."""
-        self.drop_early_transcription()
-        self.early = asyncio.create_task(self.transcriber.transcribe(pause.audio, pause.sample_rate))
+    # --- listening (see Listener) -------------------------------------------
 
-    def drop_early_transcription(self) -> None:
-        """The speaker went on: the early transcription is of a partial request."""
-        if self.early is not None:
-            self.early.cancel()
-            self.early = None
+    def wake_event(self, data: dict[str, Any]) -> None:
+        """Publish `event/wake`: listening started, and why."""
+        self.link.event("wake", data)
 
-    def accepting_audio(self, in_speech: bool) -> bool:
-        """Whether the microphone may start or continue a request now."""
-        if self.muted or self.state not in ("idle", "listening") or time.monotonic() < self.mic_open_at:
-            return False
-        if self.config.wake.mode == "vad" or in_speech:
-            return True
-        return time.monotonic() < self.listen_until
+    def publish_claim(self, claim: dict[str, Any]) -> None:
+        """Tell the other devices on the broker how well we heard the wake word."""
+        self.link.publish(self.claims_topic, json.dumps(claim), qos=0)
+
+    def submit_utterance(self, utterance: Utterance, request_id: str, early: asyncio.Task[str] | None) -> None:
+        """A spoken request is complete: queue it."""
+        self.set_state("transcribing")
+        self.submit(VoiceTurn(utterance.audio, utterance.sample_rate, request_id, early))
+
+    def barge_in(self) -> None:
+        """Stop speaking and drop the current turn: the user has something new to say."""
+        self.stop_speaking.set()
+        if self.current is not None:
+            self.current.cancel()
+
+    def transcribe(self, pcm: bytes, sample_rate: int) -> Coroutine[Any, Any, str]:
+        """Transcription, for the listener's early (speculative) requests."""
+        return self.transcriber.transcribe(pcm, sample_rate)
+
+    def play_sound(self, name: str) -> None:
+        """A short wake / done tone; the listener ignores the microphone while it plays."""
+        tone = TONES[name]
+        self.mic_open_at = max(self.mic_open_at, time.monotonic() + len(tone) / 2 / TONE_RATE + ECHO_TAIL_S)
+
+        async def one_chunk() -> AsyncIterator[bytes]:
+            yield tone
+
+        task = asyncio.create_task(self.speaker.play(one_chunk(), lambda: TONE_RATE))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def capture(self, microphone: Microphone) -> None:
-        """Feed microphone frames to the segmenter and queue each utterance."""
-        audio = self.config.audio
-        segmenter = Segmenter(
-            self.config.vad,
-            webrtc_classifier(self.config.vad.aggressiveness, audio.sample_rate),
-            audio.sample_rate,
-            audio.frame_ms,
-        )
+        """Hand every microphone frame to the listener."""
         async for frame in microphone.frames():
-            if not self.accepting_audio(segmenter.in_speech):
-                if segmenter.in_speech or self.state == "listening":
-                    segmenter.reset()
-                    self.drop_early_transcription()
-                    if self.state == "listening":
-                        self.set_state("idle")
-                continue
-            event = segmenter.feed(frame)
-            if isinstance(event, Pause):
-                self.start_early_transcription(event)
-            elif isinstance(event, Resumed):
-                self.drop_early_transcription()
-            elif isinstance(event, SpeechStarted):
-                log.debug("speech started at %.2f s", event.start_s)
-                self.set_state("listening")
-            elif isinstance(event, Utterance):
-                log.debug("utterance %.2f-%.2f s (%.2f s of audio)", event.start_s, event.end_s, event.duration_s)
-                self.listen_until = 0.0
-                self.set_state("transcribing")
-                turn_id, self.listen_id = self.listen_id or new_id(), None
-                early, self.early = self.early, None
-                self.submit(VoiceTurn(event.audio, event.sample_rate, turn_id, early))
-            elif self.state == "listening" and not segmenter.in_speech and time.monotonic() >= self.listen_until:
-                self.set_state("idle")  # too short to be a request
+            self.audio_alive_at = time.monotonic()
+            self.listener.feed(frame)
 
     # --- MQTT inputs ---------------------------------------------------------
 
     def input_topics(self) -> list[str]:
         """Topics this daemon reads."""
         inputs = [f"{self.root}/{name}" for name in ("ask", "say", "listen", "cancel", "mute/set", "image/generate")]
-        return inputs + self.house.topics()
+        return [*inputs, self.claims_topic, *self.house.topics()]
 
     async def dispatch(self) -> None:
         """Route incoming MQTT messages; a bad payload is answered on event/error."""
@@ -402,6 +408,9 @@ class Assistant:
 
     def on_message(self, message: Message) -> None:
         """Handle one MQTT message."""
+        if message.topic == self.claims_topic:
+            self.listener.on_claim(message.payload)
+            return
         if not message.topic.startswith(self.root + "/"):
             self.house.handle(message)
             return
@@ -415,11 +424,9 @@ class Assistant:
             request_id = parse_signal(message.payload)
             if self.muted:
                 raise BadRequest("the microphone is muted", request_id)
-            self.listen_id = request_id
-            self.listen_until = time.monotonic() + self.config.wake.listen_timeout_s
-            self.link.event("wake", {"id": request_id, "t": time.time(), "reason": "mqtt"})
-            if self.state == "idle":
-                self.set_state("listening")
+            if self.state == "speaking":
+                self.barge_in()
+            self.listener.open("mqtt", request_id)
         elif name == "cancel":
             parse_signal(message.payload)
             self.stop_speaking.set()

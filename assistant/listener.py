@@ -1,0 +1,222 @@
+"""When microphone audio becomes a request: wake word, endpointing, follow-up, barge-in.
+
+In "wakeword" mode nothing but the wake word detector hears the room until it fires;
+"vad" treats any speech as a request; "mqtt" listens only when asked. While the device
+speaks, the segmenter is deaf (it would hear the device itself), but the wake word
+still works: saying it stops the reply and starts a new request. When several devices
+on one broker hear the same wake word, each publishes a claim and only the one that
+heard it loudest answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from assistant.config import Config
+from assistant.payloads import new_id
+from assistant.vad import Pause, Resumed, Segmenter, SpeechStarted, Utterance, webrtc_classifier
+from assistant.wakeword import Detection, WakeWord
+
+log = logging.getLogger(__name__)
+
+BUSY_STATES = ("transcribing", "thinking", "speaking")
+SAME_WAKE_S = 1.5  # detections this close together are one wake word heard by several devices
+
+
+class Host(Protocol):
+    """What the listener needs from the daemon."""
+
+    state: str
+    muted: bool
+    mic_open_at: float
+
+    def set_state(self, state: str) -> None: ...
+    def wake_event(self, data: dict[str, Any]) -> None: ...
+    def publish_claim(self, claim: dict[str, Any]) -> None: ...
+    def submit_utterance(self, utterance: Utterance, request_id: str, early: asyncio.Task[str] | None) -> None: ...
+    def barge_in(self) -> None: ...
+    def transcribe(self, pcm: bytes, sample_rate: int) -> Coroutine[Any, Any, str]: ...
+    def play_sound(self, name: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Another device's wake word, as heard there."""
+
+    site_id: str
+    level_dbfs: float
+    probability: float
+    received: float  # time.monotonic() here
+
+
+class Listener:
+    """Feeds frames to the wake word detector or the segmenter, as the state allows."""
+
+    def __init__(self, config: Config, host: Host, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.wake_config = config.wake
+        self.host = host
+        self.clock = clock
+        audio = config.audio
+        classifier = webrtc_classifier(config.vad.aggressiveness, audio.sample_rate)
+        self.segmenter = Segmenter(config.vad, classifier, audio.sample_rate, audio.frame_ms)
+        self.wake: WakeWord | None = None
+        if config.wake.mode == "wakeword":
+            self.wake = WakeWord(config.wake.model, config.wake.threshold, config.wake.refractory_s)
+        self.listen_until = 0.0
+        self.request_id: str | None = None
+        self.early: asyncio.Task[str] | None = None
+        self.claims: list[Claim] = []
+        self.mine: tuple[Claim, str] | None = None  # our latest claim and its request id
+        self._arbitration: asyncio.Task[None] | None = None
+
+    # --- windows -------------------------------------------------------------
+
+    def window_open(self) -> bool:
+        """Whether speech may start a request now."""
+        return self.wake_config.mode == "vad" or self.clock() < self.listen_until
+
+    def open(self, reason: str, request_id: str | None = None, timeout_s: float | None = None, **extra: Any) -> str:
+        """Listen for a request now (wake word, MQTT listen, follow-up); return its id."""
+        self.request_id = request_id or new_id()
+        self.listen_until = self.clock() + (timeout_s or self.wake_config.listen_timeout_s)
+        self.segmenter.reset()
+        self.drop_early()
+        self.host.wake_event({"id": self.request_id, "t": time.time(), "reason": reason, **extra})
+        if self.host.state in ("idle", "muted"):
+            self.host.set_state("listening")
+        return self.request_id
+
+    def close(self) -> None:
+        """Stop listening and forget any speech in progress."""
+        self.listen_until = 0.0
+        self.segmenter.reset()
+        self.drop_early()
+        if self.host.state == "listening":
+            self.host.set_state("idle")
+
+    # --- frames --------------------------------------------------------------
+
+    def feed(self, frame: bytes) -> None:
+        """Take one microphone frame."""
+        host = self.host
+        if host.muted:
+            if self.segmenter.in_speech or host.state == "listening":
+                self.close()
+            return
+        if host.state in BUSY_STATES:
+            if self.segmenter.in_speech:
+                self.segmenter.reset()
+                self.drop_early()
+            if host.state == "speaking" and self.wake is not None and (detection := self.wake.process(frame)):
+                log.info("barge-in: %s heard while speaking", detection.model)
+                host.barge_in()
+                self.woken(detection)
+            return
+        if self.clock() < host.mic_open_at:
+            return
+        if not self.window_open() and not self.segmenter.in_speech:
+            if host.state == "listening":
+                self.close()  # the window passed without a request
+            if self.wake is not None and (detection := self.wake.process(frame)):
+                self.woken(detection)
+            return
+        self._segment(frame)
+
+    def _segment(self, frame: bytes) -> None:
+        event = self.segmenter.feed(frame)
+        if isinstance(event, Pause):
+            self.drop_early()
+            self.early = asyncio.create_task(self.host.transcribe(event.audio, event.sample_rate))
+        elif isinstance(event, Resumed):
+            self.drop_early()
+        elif isinstance(event, SpeechStarted):
+            self.host.set_state("listening")
+        elif isinstance(event, Utterance):
+            log.debug("utterance %.2f-%.2f s (%.2f s of audio)", event.start_s, event.end_s, event.duration_s)
+            request_id, self.request_id = self.request_id or new_id(), None
+            early, self.early = self.early, None
+            self.listen_until = 0.0
+            if self.wake_config.sound:
+                self.host.play_sound("done")
+            self.host.submit_utterance(event, request_id, early)
+        elif self.host.state == "listening" and not self.segmenter.in_speech and not self.window_open():
+            self.host.set_state("idle")  # too short to be a request
+
+    def drop_early(self) -> None:
+        """Forget a transcription started at a pause: the speaker went on, or gave up."""
+        if self.early is not None:
+            self.early.cancel()
+            self.early = None
+
+    # --- wake word and arbitration ---------------------------------------------
+
+    def woken(self, detection: Detection) -> None:
+        """The wake word fired: listen, tell the others, and let the best-placed device answer."""
+        request_id = self.open(
+            "wakeword",
+            model=detection.model,
+            probability=round(detection.probability, 3),
+            level_dbfs=round(detection.level_dbfs, 1),
+        )
+        if self.wake_config.sound:
+            self.host.play_sound("wake")
+        if self.wake_config.arbitration_ms > 0:
+            mine = Claim(self.config.device.site_id, detection.level_dbfs, detection.probability, self.clock())
+            self.host.publish_claim(
+                {
+                    "site_id": mine.site_id,
+                    "id": request_id,
+                    "level_dbfs": mine.level_dbfs,
+                    "probability": mine.probability,
+                }
+            )
+            if self._arbitration is not None:
+                self._arbitration.cancel()
+            self._arbitration = asyncio.create_task(self._arbitrate(mine, request_id))
+
+    def on_claim(self, payload: bytes) -> None:
+        """Another device heard a wake word (our own claims come back too: ignored)."""
+        try:
+            data = json.loads(payload)
+            claim = Claim(str(data["site_id"]), float(data["level_dbfs"]), float(data["probability"]), self.clock())
+        except (ValueError, KeyError, TypeError):
+            log.debug("ignoring a malformed wake claim: %r", payload[:200])
+            return
+        if claim.site_id == self.config.device.site_id:
+            return
+        self.claims = [c for c in self.claims if claim.received - c.received < 5.0] + [claim]
+        if self.mine is not None:  # a better-placed device may detect later than we did
+            mine, request_id = self.mine
+            if claim.received - mine.received <= SAME_WAKE_S and _rank(claim) > _rank(mine):
+                self._yield(claim, mine, request_id)
+
+    async def _arbitrate(self, mine: Claim, request_id: str) -> None:
+        self.mine = (mine, request_id)
+        await asyncio.sleep(self.wake_config.arbitration_ms / 1000)
+        rivals = [c for c in self.claims if abs(c.received - mine.received) <= SAME_WAKE_S]
+        best = max([mine, *rivals], key=_rank)
+        if best is not mine:
+            self._yield(best, mine, request_id)
+
+    def _yield(self, better: Claim, mine: Claim, request_id: str) -> None:
+        self.mine = None
+        if self.request_id == request_id and self.host.state in ("idle", "listening"):
+            log.info(
+                "%s heard the wake word better (%.1f dBFS vs %.1f); staying quiet",
+                better.site_id,
+                better.level_dbfs,
+                mine.level_dbfs,
+            )
+            self.close()
+
+
+def _rank(claim: Claim) -> tuple[float, float, str]:
+    """Who heard it best: the loudest, then the surest, then a fixed order so all agree."""
+    return (claim.level_dbfs, claim.probability, claim.site_id)

@@ -1,0 +1,169 @@
+"""Wake word detection with microWakeWord's bundled models (pymicro-wakeword).
+
+The detector is pure: it is fed 16 kHz mono int16 audio and returns a Detection when a
+model fires. It keeps its own clock in audio samples, so the refractory period is
+counted in audio time and its behaviour can be tested to the frame.
+
+Audio features (a 40-band log filterbank every 10 ms) are computed once per 10 ms chunk
+and shared by every loaded model. Each model runs an inference every `stride` feature
+slices (30 ms for the bundled models) and averages its last few outputs
+(`sliding_window_size`, 5); a detection happens when that average exceeds the cutoff.
+
+A model's probability stays above its cutoff for up to a second after the phrase and can
+dip and recover meanwhile, so detections are edge-triggered: a model fires when its
+probability rises above the cutoff, and is re-armed only once the probability has fallen
+to half the cutoff. One utterance therefore fires once even with no refractory period,
+and an utterance still "hot" when the refractory period ends does not fire late.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures, Model
+
+SAMPLE_RATE = 16000
+CHUNK_SAMPLES = 160  # 10 ms: the feature frontend's step
+CHUNK_BYTES = CHUNK_SAMPLES * 2
+LEVEL_WINDOW_CHUNKS = 100  # level_dbfs covers the last 1 s of audio
+LEVEL_FLOOR_DBFS = -120.0  # reported for digital silence instead of -inf
+REARM_FRACTION = 0.5  # a model re-arms when its probability falls to this fraction of its cutoff
+_FULL_SCALE_SQ = 32768.0**2
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A wake word heard.
+
+    `probability` is the model's (averaged) probability when it fired. `level_dbfs` is
+    the RMS level of the last ~1 s of audio before the detection, relative to int16 full
+    scale (a full-scale square wave is 0 dBFS, a full-scale sine -3 dBFS), floored at
+    -120 dBFS; devices that heard the same wake word can compare it to pick the nearest.
+    """
+
+    model: str
+    probability: float
+    level_dbfs: float
+
+
+class WakeWord:
+    """Run one or more bundled microWakeWord models over a stream of audio.
+
+    `models` are names from `WakeWord.available()`. `threshold` overrides every model's
+    own probability cutoff (None keeps each model's cutoff). After a detection no model
+    can fire again for `refractory_s` seconds of audio fed to `process`.
+
+    Not thread-safe: feed it from one thread.
+    """
+
+    def __init__(self, models: list[str], threshold: float | None = None, refractory_s: float = 2.0) -> None:
+        if not models:
+            raise ValueError(f"no wake word model given; available: {', '.join(self.available())}")
+        unknown = [name for name in models if name not in self.available()]
+        if unknown:
+            raise ValueError(
+                f"unknown wake word model {', '.join(map(repr, unknown))}; available: {', '.join(self.available())}"
+            )
+        if threshold is not None and not 0.0 < threshold < 1.0:
+            raise ValueError(f"wake word threshold must be between 0 and 1, not {threshold}")
+        if refractory_s < 0:
+            raise ValueError(f"wake word refractory_s must not be negative, not {refractory_s}")
+
+        self.names: list[str] = list(dict.fromkeys(models))  # duplicates dropped, order kept
+        self.threshold = threshold
+        self.refractory_s = refractory_s
+        self._models: list[MicroWakeWord] = [MicroWakeWord.from_builtin(Model(name)) for name in self.names]
+        self._cutoffs: list[float] = [
+            threshold if threshold is not None else float(model.probability_cutoff) for model in self._models
+        ]
+        self._armed: list[bool] = [True] * len(self._models)
+        self._refractory_samples = round(refractory_s * SAMPLE_RATE)
+        self._features = MicroWakeWordFeatures()
+        self._slices = 0  # feature slices fed to the models
+        self._pending = b""
+        self._energy: deque[float] = deque(maxlen=LEVEL_WINDOW_CHUNKS)  # sum of squares per 10 ms chunk
+        self._samples = 0  # audio fed so far, in whole 10 ms chunks
+        self._quiet_until = 0  # no detection before this sample count
+
+    @staticmethod
+    def available() -> list[str]:
+        """Names of the models bundled with the installed pymicro-wakeword."""
+        return [model.value for model in Model]
+
+    def cutoff(self, name: str) -> float:
+        """The probability a model's output must exceed to fire."""
+        return self._cutoffs[self.names.index(name)]
+
+    @property
+    def time_s(self) -> float:
+        """Seconds of audio processed since construction or the last reset."""
+        return self._samples / SAMPLE_RATE
+
+    def process(self, frame: bytes) -> Detection | None:
+        """Feed 16 kHz mono int16 little-endian audio of any length.
+
+        Audio is consumed in 10 ms chunks; a partial chunk (or odd byte) waits for the
+        next call. Returns the first detection completed inside this audio, or None.
+        (A frame longer than `refractory_s` could hold a second one: it is dropped.)
+        """
+        buffer = self._pending + frame if self._pending else frame
+        whole = len(buffer) - len(buffer) % CHUNK_BYTES
+        self._pending = buffer[whole:]
+        detection: Detection | None = None
+        for start in range(0, whole, CHUNK_BYTES):
+            found = self._chunk(buffer[start : start + CHUNK_BYTES])
+            if found is not None and detection is None:
+                detection = found
+        return detection
+
+    def reset(self) -> None:
+        """Forget all audio: features, model states, level, clock and refractory period.
+
+        Reloading the models' interpreters costs about a millisecond.
+        """
+        self._features.reset()
+        for model in self._models:
+            model.reset()
+        self._armed = [True] * len(self._models)
+        self._pending = b""
+        self._energy.clear()
+        self._slices = 0
+        self._samples = 0
+        self._quiet_until = 0
+
+    def _chunk(self, chunk: bytes) -> Detection | None:
+        samples = np.frombuffer(chunk, dtype="<i2").astype(np.float64)
+        self._energy.append(float(np.dot(samples, samples)))
+        self._samples += CHUNK_SAMPLES
+
+        detection: Detection | None = None
+        for features in self._features.process_streaming(chunk):
+            self._slices += 1
+            for index, model in enumerate(self._models):
+                # Every model sees every slice, even in the refractory period, so its
+                # streaming state stays continuous.
+                probability = model.process_streaming_prob(features)
+                if probability is None or self._slices % model.stride:
+                    continue  # no inference on this slice (the library then returns 0.0)
+                cutoff = self._cutoffs[index]
+                if probability <= cutoff * REARM_FRACTION:
+                    self._armed[index] = True
+                elif probability > cutoff and self._armed[index]:
+                    self._armed[index] = False  # fired or swallowed by the refractory period
+                    if self._samples >= self._quiet_until and (
+                        detection is None or probability > detection.probability
+                    ):
+                        detection = Detection(self.names[index], float(probability), self._level_dbfs())
+        if detection is not None:
+            self._quiet_until = self._samples + self._refractory_samples
+        return detection
+
+    def _level_dbfs(self) -> float:
+        count = len(self._energy) * CHUNK_SAMPLES
+        mean_square = sum(self._energy) / count / _FULL_SCALE_SQ if count else 0.0
+        if mean_square <= 0.0:
+            return LEVEL_FLOOR_DBFS
+        return max(LEVEL_FLOOR_DBFS, 10.0 * math.log10(mean_square))
