@@ -187,6 +187,7 @@ class AgentConfig(StageApi):
     user: str | None = None
     safety_identifier: str | None = None
     max_tool_iterations: int = Field(10, ge=1, le=50)
+    local_intents: bool = True  # the offline fast path for common commands
     history_turns: int = Field(10, ge=0, le=100)
     history_ttl_s: float = Field(300, ge=0, le=86400)
     history_tokens: int = Field(6000, ge=500, le=200000)

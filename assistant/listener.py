@@ -43,6 +43,7 @@ class Host(Protocol):
     def barge_in(self) -> None: ...
     def transcribe(self, pcm: bytes, sample_rate: int) -> Coroutine[Any, Any, str]: ...
     def play_sound(self, name: str) -> None: ...
+    def complete_command(self, text: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Listener:
         self.listen_until = 0.0
         self.request_id: str | None = None
         self.early: asyncio.Task[str] | None = None
+        self.finish_now = False  # the early transcription is a whole command: end the utterance
         self.claims: list[Claim] = []
         self.mine: tuple[Claim, str] | None = None  # our latest claim and its request id
         self._arbitration: asyncio.Task[None] | None = None
@@ -130,10 +132,12 @@ class Listener:
         self._segment(frame)
 
     def _segment(self, frame: bytes) -> None:
-        event = self.segmenter.feed(frame)
+        event = self.segmenter.finish() if self.finish_now else self.segmenter.feed(frame)
+        self.finish_now = False
         if isinstance(event, Pause):
             self.drop_early()
             self.early = asyncio.create_task(self.host.transcribe(event.audio, event.sample_rate))
+            self.early.add_done_callback(self._early_done)
         elif isinstance(event, Resumed):
             self.drop_early()
         elif isinstance(event, SpeechStarted):
@@ -149,8 +153,16 @@ class Listener:
         elif self.host.state == "listening" and not self.segmenter.in_speech and not self.window_open():
             self.host.set_state("idle")  # too short to be a request
 
+    def _early_done(self, task: asyncio.Task[str]) -> None:
+        # Still paused, and what was said is already a command the fast path knows:
+        # waiting out the rest of silence_ms would only add latency.
+        usable = task is self.early and not task.cancelled() and task.exception() is None
+        if usable and self.segmenter.in_speech and self.host.complete_command(task.result()):
+            self.finish_now = True
+
     def drop_early(self) -> None:
         """Forget a transcription started at a pause: the speaker went on, or gave up."""
+        self.finish_now = False
         if self.early is not None:
             self.early.cancel()
             self.early = None

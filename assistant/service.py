@@ -30,6 +30,7 @@ from assistant.config import Config
 from assistant.homeassistant import Command, Registry
 from assistant.house import House
 from assistant.images import ImageMaker, ImagePublisher, ImageRequest, parse_image_request
+from assistant.intents import FastMatch, FastPath
 from assistant.listener import Listener
 from assistant.mqtt import Message, MqttLink
 from assistant.payloads import BadRequest, Request, new_id, parse_signal, parse_switch, parse_text_request
@@ -44,6 +45,7 @@ from assistant.vad import Utterance
 log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, I can't reach my language service right now. Please try again in a moment."
+FAST_PATH_FAILED = "Sorry, that did not work."
 EXIT_CREDENTIALS = 3  # systemd: RestartPreventExitStatus, a rejected key will not fix itself
 STOP_STACKS_AFTER_S = 8.0
 STOP_TASKS_TIMEOUT_S = 5.0
@@ -111,6 +113,11 @@ class Assistant:
             else None
         )
         self.agent = Agent(config.agent, config.device, clients["agent"], self.registry, self.agent_tools)
+        self.fast_path = (
+            FastPath(self.registry, config.device.language, area=config.device.area)
+            if config.agent.local_intents
+            else None
+        )
         self.background: set[asyncio.Task[Any]] = set()
         self.voice = make_voice(config.tts, clients.get("tts"), config.device.language)
         self.speaker = Speaker(config.audio.output_device)
@@ -190,6 +197,9 @@ class Assistant:
         still be playing then.
         """
         self.set_state("thinking")
+        fast = self.fast_path.match(text) if self.fast_path is not None else None
+        if fast is not None:
+            return await self.answer_locally(text, fast, request_id, conversation_id, speak)
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
         splitter = SentenceSplitter()
         speaking = asyncio.create_task(self.speak_pieces(pieces, request_id)) if speak and self.voice else None
@@ -226,6 +236,40 @@ class Assistant:
         if speaking is not None:
             await speaking
         return reply
+
+    async def answer_locally(
+        self, text: str, fast: FastMatch, request_id: str, conversation_id: str | None, speak: bool
+    ) -> Reply:
+        """Carry out a command the fast path recognised: no chat round trip at all."""
+        tools = {tool.name: tool for tool in self.home_tools.tools()}
+        actions = []
+        for name, args in fast.calls:
+            actions += (await tools[name].call(args)).actions if name in tools else []
+        ok = bool(actions) and all(a.ok for a in actions)
+        reply = Reply(fast.speech if ok else FAST_PATH_FAILED, actions)
+        log.info("fast path: %s -> %s (%s)", fast.intent, [c[0] for c in fast.calls], "done" if ok else "failed")
+        self.agent.memory.remember(
+            conversation_id, [{"role": "user", "content": text}, {"role": "assistant", "content": reply.text}]
+        )
+        for action in actions:
+            self.link.event("action", {"id": request_id, **action.as_dict()})
+        self.link.event(
+            "reply",
+            {
+                "id": request_id,
+                "text": reply.text,
+                "conversation_id": conversation_id,
+                "actions": [a.as_dict() for a in actions],
+                "intent": fast.intent,
+            },
+        )
+        if speak:
+            await self.speak(reply.text, request_id)
+        return reply
+
+    def complete_command(self, text: str) -> bool:
+        """Whether `text` is already a whole command (the listener may stop waiting for more)."""
+        return self.fast_path is not None and self.fast_path.match(text) is not None
 
     async def speak(self, text: str, request_id: str | None) -> None:
         """Speak a whole text (say, apologies)."""

@@ -59,6 +59,7 @@ def base_sections(broker_port: int, api_url: str, site_id: str | None = None) ->
         "device": {"site_id": site_id or f"t{uuid.uuid4().hex[:8]}", "name": "Testy"},
         "vad": {"silence_ms": 500, "min_utterance_ms": 200},
         "wake": {"mode": "vad"},
+        "agent": {"local_intents": False},  # these tests exercise the chat agent; the fast path has its own
         "openai": {"base_url": api_url + "/v1", "max_retries": 2, "timeout_s": 20},
         "tts": {"engine": "openai", "model": "gpt-4o-mini-tts", "voice": "alloy"},
         "mqtt": {"host": "127.0.0.1", "port": broker_port},

@@ -34,7 +34,7 @@ def test_recommended_settings_reach_the_wire(
     tmp_path: Path, mqtt_broker: Broker, fake: FakeOpenAI, pulse: PulseAudio
 ) -> None:
     sections = base_sections(mqtt_broker.port, fake.url)
-    sections["agent"] = {"user": "kitchen-device"}
+    sections["agent"] |= {"user": "kitchen-device"}
     result = run_cli(
         ["ask", "--config", str(write(tmp_path, sections)), "hello"], daemon_env(pulse.env, OPENAI_API_KEY="test-key")
     )
@@ -50,7 +50,7 @@ def test_custom_settings_reach_the_wire(
     tmp_path: Path, mqtt_broker: Broker, fake: FakeOpenAI, pulse: PulseAudio
 ) -> None:
     sections = base_sections(mqtt_broker.port, fake.url)
-    sections["agent"] = {
+    sections["agent"] |= {
         "recommended": False,
         "model": "my-local-model",
         "max_tokens": 256,
@@ -89,7 +89,7 @@ def test_recommended_with_custom_settings_is_a_config_error(
     tmp_path: Path, mqtt_broker: Broker, fake: FakeOpenAI
 ) -> None:
     sections = base_sections(mqtt_broker.port, fake.url)
-    sections["agent"] = {"temperature": 0.2, "model": "x"}
+    sections["agent"] |= {"temperature": 0.2, "model": "x"}
     result = run_cli(["run", "--config", str(write(tmp_path, sections))], {"OPENAI_API_KEY": "k"})
     assert result.returncode == 2
     assert result.stderr.strip() == "agent: model, temperature: only used with recommended = false"
@@ -99,7 +99,7 @@ def test_without_control_the_agent_has_no_tools(
     tmp_path: Path, mqtt_broker: Broker, fake: FakeOpenAI, pulse: PulseAudio
 ) -> None:
     sections = base_sections(mqtt_broker.port, fake.url)
-    sections["agent"] = {"control_home_assistant": False}
+    sections["agent"] |= {"control_home_assistant": False}
     result = run_cli(
         ["ask", "--config", str(write(tmp_path, sections)), "turn on the light"],
         daemon_env(pulse.env, OPENAI_API_KEY="test-key"),
@@ -117,7 +117,7 @@ def test_instructions_template_sees_live_states(
     sections = base_sections(mqtt_broker.port, fake.url)
     site = sections["device"]["site_id"]
     sections["device"]["area"] = "Kitchen"
-    sections["agent"] = {
+    sections["agent"] |= {
         "instructions": "You are {{ device.name }} in the {{ device.area }}. "
         "Kitchen light: {{ states('light.kitchen') }}"
         "{% if is_state('light.kitchen', 'on') %} (lit){% endif %}. Door: {{ states('lock.front_door') }}. "
@@ -151,7 +151,7 @@ def test_broken_template_is_a_config_error_at_start(
     tmp_path: Path, mqtt_broker: Broker, fake: FakeOpenAI, template: str, message: str
 ) -> None:
     sections = base_sections(mqtt_broker.port, fake.url)
-    sections["agent"] = {"instructions": template}
+    sections["agent"] |= {"instructions": template}
     result = run_cli(["run", "--config", str(write(tmp_path, sections))], {"OPENAI_API_KEY": "k"})
     assert result.returncode == 2
     assert result.stderr.startswith(message), result.stderr
@@ -162,7 +162,7 @@ def test_follow_up_turns_remember_and_forget(
     fake: FakeOpenAI, mqtt_broker: Broker, mqtt: MqttRecorder, start_daemon: StartDaemon
 ) -> None:
     sections = base_sections(mqtt_broker.port, fake.url)
-    sections["agent"] = {"history_ttl_s": 2}
+    sections["agent"] |= {"history_ttl_s": 2}
     _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
 
     def ask(text: str, request_id: str, conversation: str | None) -> None:

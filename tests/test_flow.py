@@ -129,7 +129,7 @@ def test_same_flow_through_azure_paths(
     sections = base_sections(mqtt_broker.port, fake.url)
     sections["openai"] = {"provider": "azure", "azure_endpoint": fake.url, "api_version": "2024-10-21"}
     sections["stt"] = {"deployment": "whisper-eu"}
-    sections["agent"] = {"deployment": "chat-eu"}
+    sections["agent"] |= {"deployment": "chat-eu"}
     sections["tts"] |= {"deployment": "voice-eu"}
     _daemon, root = start_daemon(sections, AZURE_OPENAI_API_KEY="test-key")
     run_kitchen_turn(fake, mqtt, pulse, speaker, speech, root, sections["device"]["site_id"])
