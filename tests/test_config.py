@@ -25,7 +25,7 @@ def test_example_config_is_valid() -> None:
     config = load_config(ROOT / "config/assistant.example.toml", KEY_ENV)
     assert config.homeassistant.entities[0].entity_id == "light.kitchen"
     assert config.homeassistant.entities[0].mqtt["command_topic"] == "home/kitchen/light/set"
-    assert config.wake.mode == "vad"
+    assert config.wake.mode == "wakeword"
 
 
 def test_defaults_need_only_a_key() -> None:
