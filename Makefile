@@ -28,6 +28,7 @@ lint:
 bench:
 	@scripts/setup.sh --test
 	.venv/bin/python bench/latency.py
+	.venv/bin/python bench/privacy.py
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache *.egg-info
