@@ -89,9 +89,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(config: Config, args: argparse.Namespace) -> int:
+    from assistant.config import find_config_file
     from assistant.service import Assistant
 
-    return await Assistant(config).run()
+    path = find_config_file(args.config, os.environ)
+    while True:
+        assistant = Assistant(config, config_path=path)
+        code = await assistant.run()
+        if assistant.next_config is None:
+            return code
+        config = assistant.next_config  # SIGHUP with a valid config: start again with it
 
 
 async def _ask(config: Config, args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from assistant import systemd
 from assistant.agent import Agent, Reply
 from assistant.audio import Microphone, Speaker
 from assistant.bridge import ServiceBridge
-from assistant.config import Config
+from assistant.config import Config, ConfigError, load_config
 from assistant.homeassistant import Command, Registry
 from assistant.house import House
 from assistant.images import ImageMaker, ImagePublisher, ImageRequest, parse_image_request
@@ -49,6 +50,8 @@ FAST_PATH_FAILED = "Sorry, that did not work."
 EXIT_CREDENTIALS = 3  # systemd: RestartPreventExitStatus, a rejected key will not fix itself
 STOP_STACKS_AFTER_S = 8.0
 STOP_TASKS_TIMEOUT_S = 5.0
+FINISH_REPLY_S = 10.0  # SIGTERM lets the current reply finish for this long (TimeoutStopSec is 20)
+AUDIO_STALL_S = 10.0  # no microphone frames for this long: the watchdog is not petted
 ECHO_TAIL_S = 0.25  # ignore the microphone briefly after speaking: the room still rings
 TONE_RATE = 16000
 
@@ -88,7 +91,14 @@ Turn = VoiceTurn | Request | SayTurn
 class Assistant:
     """Wires the stages together and runs the state machine."""
 
-    def __init__(self, config: Config, env: Mapping[str, str] | None = None, *, daemon: bool = True) -> None:
+    def __init__(
+        self,
+        config: Config,
+        env: Mapping[str, str] | None = None,
+        *,
+        daemon: bool = True,
+        config_path: Path | None = None,
+    ) -> None:
         """`daemon=False` (one-off CLI turns) neither announces status nor publishes state."""
         env = os.environ if env is None else env
         self.env = env
@@ -131,6 +141,8 @@ class Assistant:
         self.current: asyncio.Task[None] | None = None
         self.stopping = asyncio.Event()
         self.exit_code = 0
+        self.config_path = config_path
+        self.next_config: Config | None = None  # set by a valid SIGHUP reload
 
     # --- outputs -------------------------------------------------------------
 
@@ -527,11 +539,41 @@ class Assistant:
         self.exit_code = 1
         self.stopping.set()
 
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the config; switch to it only if it is valid, else keep running."""
+        if self.config_path is None:
+            log.warning("SIGHUP: no config file to reload")
+            return
+        try:
+            self.next_config = load_config(self.config_path, self.env)
+        except ConfigError as error:
+            for problem in error.problems:
+                log.error("reload refused: %s", problem)  # noqa: TRY400 - a bad file, not a crash
+            self.error(None, "config", "reload refused: " + "; ".join(error.problems))
+            return
+        log.info("reloading %s", self.config_path)
+        self.stopping.set()
+
+    async def watchdog(self, interval_s: float) -> None:
+        """Pet systemd's watchdog only while microphone frames keep arriving.
+
+        A capture that has stalled (and not recovered by reopening) lets the watchdog
+        expire, and systemd restarts the service.
+        """
+        while True:
+            stalled_s = time.monotonic() - self.audio_alive_at
+            if stalled_s < max(interval_s * 2, AUDIO_STALL_S):
+                systemd.notify("WATCHDOG=1")
+            else:
+                log.warning("no audio for %.0f s: not petting the watchdog", stalled_s)
+            await asyncio.sleep(interval_s)
+
     async def run(self, audio: bool = True) -> int:
-        """Run until SIGTERM / SIGINT; READY is reported once the broker and audio are up."""
+        """Run until SIGTERM / SIGINT (or a SIGHUP reload); READY once the broker and audio are up."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self.link.subscribe(self.input_topics())
         self.link.on_connect.append(self.on_connect)
         await self.link.start(timeout=None)
@@ -547,6 +589,9 @@ class Assistant:
                 self.config.audio.input_gain,
             )
             coroutines.append(self.capture(microphone))
+            watchdog_usec = int(self.env.get("WATCHDOG_USEC", "0") or 0)
+            if watchdog_usec and self.env.get("WATCHDOG_PID", str(os.getpid())) == str(os.getpid()):
+                coroutines.append(self.watchdog(watchdog_usec / 1e6 / 2))
         if not await self.verify_credentials():
             self.link.stop()
             return self.exit_code
@@ -559,7 +604,12 @@ class Assistant:
         await self.stopping.wait()
         systemd.notify("STOPPING=1")
         log.info("stopping")
-        faulthandler.dump_traceback_later(STOP_STACKS_AFTER_S, exit=False)  # a hang shows where, in the log
+        faulthandler.dump_traceback_later(STOP_STACKS_AFTER_S + FINISH_REPLY_S, exit=False)  # a hang shows where
+        current = self.current
+        if current is not None and self.next_config is None:
+            # Finish the reply being given (within reason) rather than cut it off mid-word.
+            log.info("finishing the current turn before stopping")
+            await asyncio.wait({current}, timeout=FINISH_REPLY_S)
         for task in tasks:
             task.cancel()
         if self.current is not None:

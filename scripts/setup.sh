@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runtime_pkgs=(python3 python3-venv python3-dev libportaudio2 espeak-ng)
-test_pkgs=(mosquitto mosquitto-clients sox pulseaudio pulseaudio-utils libasound2-plugins alsa-utils)
+test_pkgs=(mosquitto mosquitto-clients sox pulseaudio pulseaudio-utils libasound2-plugins alsa-utils systemd)
 extras=""
 pkgs=("${runtime_pkgs[@]}")
 if [[ "${1:-}" == "--test" ]]; then
