@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -188,14 +188,35 @@ async def _listen(config: Config, args: argparse.Namespace) -> int:
     return 0 if reply is not None or text else EXIT_FAILURE
 
 
+def file_permission_warnings(config: Config, path: Path, env: Mapping[str, str]) -> list[str]:
+    """Secrets readable by others: a config file holding keys, or credential files, not private."""
+    warnings = []
+    secrets_inline = any(
+        getattr(section, key, None) is not None
+        for section in (config.openai, config.stt, config.agent, config.tts, config.images)
+        for key in ("api_key", "azure_ad_token")
+    ) or (config.mqtt.password is not None and "password" in path.read_text())
+    if secrets_inline and path.stat().st_mode & 0o007:
+        warnings.append(f"{path} holds secrets and is readable by everyone (chmod o-rwx {path})")
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    for file in sorted(Path(cred_dir).iterdir()) if cred_dir else []:
+        if file.stat().st_mode & 0o077:
+            warnings.append(f"credential {file} is readable by others (chmod 600 {file})")
+    return warnings
+
+
 async def _check(config: Config, args: argparse.Namespace) -> int:
     from assistant.audio import AudioError, find_device, list_devices
+    from assistant.config import find_config_file
     from assistant.homeassistant import Registry
     from assistant.mqtt import MqttError, MqttLink
     from assistant.providers import CredentialError, resolve, stages_in_use, verify
 
     ok = True
     print(f"config: ok (site {config.device.site_id}, topics {config.topic_root}/...)")
+    for warning in file_permission_warnings(config, find_config_file(args.config, os.environ), os.environ):
+        ok = False
+        print(f"permissions: FAILED: {warning}")
     try:
         print(list_devices())
         find_device(config.audio.input_device, "input")

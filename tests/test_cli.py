@@ -135,3 +135,24 @@ def test_listen_rejects_a_file_that_is_not_wav(
     )
     assert result.returncode == 1
     assert "not a WAV file" in result.stderr
+
+
+def test_check_flags_secrets_readable_by_others(
+    tmp_path: Path, mqtt_broker: Broker, fake: FakeOpenAI, pulse: PulseAudio
+) -> None:
+    config, _ns = config_for(tmp_path, mqtt_broker.port, fake, openai={"api_key": "test-key"})
+    config.chmod(0o644)
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "mqtt_password").write_text("pw")
+    (credentials / "mqtt_password").chmod(0o644)
+    env = daemon_env(pulse.env, CREDENTIALS_DIRECTORY=str(credentials))
+    result = run_cli(["check", "--config", str(config)], env)
+    assert result.returncode == 1
+    assert f"permissions: FAILED: {config} holds secrets and is readable by everyone" in result.stdout
+    assert "credential" in result.stdout and "mqtt_password is readable by others" in result.stdout
+    config.chmod(0o600)
+    (credentials / "mqtt_password").chmod(0o600)
+    result = run_cli(["check", "--config", str(config)], env)
+    assert "permissions:" not in result.stdout
+    assert result.returncode == 0, result.stdout
