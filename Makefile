@@ -29,6 +29,7 @@ bench:
 	@scripts/setup.sh --test
 	.venv/bin/python bench/latency.py
 	.venv/bin/python bench/privacy.py
+	.venv/bin/python bench/soak.py
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache *.egg-info
