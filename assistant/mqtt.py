@@ -145,9 +145,16 @@ class MqttLink:
         return self.client.publish(topic, payload, qos=self.config.qos if qos is None else qos, retain=retain)
 
     async def publish_confirmed(self, topic: str, payload: str, *, retain: bool = False, timeout: float = 5.0) -> bool:
-        """Publish and wait until the broker has it (PUBACK for QoS 1); False on failure."""
+        """Publish and wait until the broker has it (PUBACK for QoS 1); False on failure.
+
+        Without a connection the command is not handed to paho at all: paho would keep it
+        and send it after the reconnect, carrying out a command already reported failed.
+        """
+        if not self.client.is_connected():
+            log.warning("not connected to the broker: %s not sent", topic)
+            return False
         info = self.publish(topic, payload, retain=retain)
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return False
         try:
             await asyncio.to_thread(info.wait_for_publish, timeout)
@@ -157,8 +164,13 @@ class MqttLink:
         return info.is_published()
 
     def event(self, name: str, data: dict[str, Any]) -> None:
-        """Publish `<root>/event/<name>` as JSON."""
-        self.publish(f"{self.root}/event/{name}", json.dumps(data, ensure_ascii=False))
+        """Publish `<root>/event/<name>` as JSON (UTF-8; escaped where text cannot be encoded)."""
+        text = json.dumps(data, ensure_ascii=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from a model or a payload: \u escapes are valid JSON
+            text = json.dumps(data)
+        self.publish(f"{self.root}/event/{name}", text)
 
     # paho callbacks: these run on paho's network thread.
 

@@ -38,6 +38,15 @@ def new_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def _is_text(value: Any) -> bool:
+    """Whether every string in a decoded JSON value can be encoded as UTF-8."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def decode_payload(payload: bytes) -> Any:
     """UTF-8 text within the size limit; a JSON object when it looks like one."""
     if len(payload) > MAX_PAYLOAD_BYTES:
@@ -49,9 +58,18 @@ def decode_payload(payload: bytes) -> Any:
     stripped = text.strip()
     if stripped.startswith("{"):
         try:
-            return json.loads(stripped)
+            data = json.loads(stripped)
         except ValueError as error:
             raise BadRequest(f"invalid JSON: {error}") from None
+        except RecursionError:
+            raise BadRequest("invalid JSON: nested too deeply") from None
+        if not _is_text(data):  # "\ud800" is valid JSON but no text: it cannot be sent on or spoken
+            request_id = data.get("id") if isinstance(data, dict) and _is_text(data.get("id")) else None
+            raise BadRequest(
+                "invalid JSON: contains a lone surrogate, which is not text",
+                str(request_id) if isinstance(request_id, str | int) and not isinstance(request_id, bool) else None,
+            )
+        return data
     return stripped
 
 

@@ -461,6 +461,9 @@ class Assistant:
                 self.on_message(message)
             except BadRequest as error:
                 self.error(error.request_id, "bad_request", f"{message.topic}: {error}")
+            except Exception:  # one bad message must not end the dispatcher: report it and go on
+                log.exception("handling a message on %s failed", message.topic)
+                self.error(None, "internal_error", f"{message.topic}: the message could not be handled")
 
     def on_message(self, message: Message) -> None:
         """Handle one MQTT message."""
