@@ -557,6 +557,14 @@ class Assistant:
         log.info("reloading %s", self.config_path)
         self.stopping.set()
 
+    async def until_connected_or_stopped(self) -> bool:
+        """Wait for the broker, but give way to SIGTERM: True once connected."""
+        waits = [asyncio.create_task(self.link.connected.wait()), asyncio.create_task(self.stopping.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
+        return self.link.connected.is_set() and not self.stopping.is_set()
+
     async def watchdog(self, interval_s: float) -> None:
         """Pet systemd's watchdog only while microphone frames keep arriving.
 
@@ -581,7 +589,9 @@ class Assistant:
         self.link.on_connect.append(self.on_connect)
         await self.link.start(timeout=None)
         log.info("waiting for the broker at %s:%d", self.config.mqtt.host, self.config.mqtt.port)
-        await self.link.connected.wait()
+        if not await self.until_connected_or_stopped():
+            self.link.stop()
+            return self.exit_code
         coroutines: list[Coroutine[Any, Any, None]] = [self.dispatch(), self.turn_worker()]
         microphone = None
         if audio:

@@ -97,3 +97,18 @@ def test_unit_file_verifies(tmp_path: Path) -> None:
         ["systemd-analyze", "verify", str(tmp_path / "assistant.service")], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+def test_sigterm_while_waiting_for_the_broker_stops_at_once(tmp_path: Path, fake: FakeOpenAI) -> None:
+    from daemon import daemon_env, write_config
+    from support import free_port
+
+    sections = base_sections(free_port(), fake.url)  # nothing listens there
+    config = write_config(tmp_path / "assistant.toml", sections)
+    daemon = Daemon(config, daemon_env({}, OPENAI_API_KEY="test-key"), tmp_path / "d.log")
+    deadline = time.monotonic() + 15
+    while "retrying" not in daemon.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "cannot reach the broker" in daemon.log()
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.process.wait(timeout=5) == 0
