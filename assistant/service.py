@@ -587,8 +587,8 @@ class Assistant:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self.link.subscribe(self.input_topics())
         self.link.on_connect.append(self.on_connect)
+        log.info("connecting to the broker at %s:%d", self.config.mqtt.host, self.config.mqtt.port)
         await self.link.start(timeout=None)
-        log.info("waiting for the broker at %s:%d", self.config.mqtt.host, self.config.mqtt.port)
         if not await self.until_connected_or_stopped():
             self.link.stop()
             return self.exit_code
