@@ -234,20 +234,20 @@ class Assistant:
         for piece in splitter.flush():
             pieces.put_nowait(piece)
         pieces.put_nowait(None)
-        for action in reply.actions:
-            self.link.event("action", {"id": request_id, **action.as_dict()})
-        self.link.event(
-            "reply",
-            {
-                "id": request_id,
-                "text": reply.text,
-                "conversation_id": conversation_id,
-                "actions": [a.as_dict() for a in reply.actions],
-            },
-        )
+        self.publish_reply(request_id, reply, conversation_id)
         if speaking is not None:
             await speaking
         return reply
+
+    def publish_reply(self, request_id: str, reply: Reply, conversation_id: str | None, **extra: str) -> None:
+        """`event/action` for each action taken, then `event/reply` listing them all."""
+        for action in reply.actions:
+            self.link.event("action", {"id": request_id, **action.as_dict()})
+        actions = [a.as_dict() for a in reply.actions]
+        self.link.event(
+            "reply",
+            {"id": request_id, "text": reply.text, "conversation_id": conversation_id, "actions": actions, **extra},
+        )
 
     async def answer_locally(
         self, text: str, fast: FastMatch, request_id: str, conversation_id: str | None, speak: bool
@@ -263,18 +263,7 @@ class Assistant:
         self.agent.memory.remember(
             conversation_id, [{"role": "user", "content": text}, {"role": "assistant", "content": reply.text}]
         )
-        for action in actions:
-            self.link.event("action", {"id": request_id, **action.as_dict()})
-        self.link.event(
-            "reply",
-            {
-                "id": request_id,
-                "text": reply.text,
-                "conversation_id": conversation_id,
-                "actions": [a.as_dict() for a in actions],
-                "intent": fast.intent,
-            },
-        )
+        self.publish_reply(request_id, reply, conversation_id, intent=fast.intent)
         if speak:
             await self.speak(reply.text, request_id)
         return reply
@@ -349,9 +338,7 @@ class Assistant:
             text = await self.transcript_of(turn)
         except openai.APIError as error:
             self.error(turn.id, "api_error", f"stt: {type(error).__name__}: {error}")
-            self.link.event(
-                "reply", {"id": turn.id, "text": APOLOGY, "conversation_id": self.config.device.site_id, "actions": []}
-            )
+            self.publish_reply(turn.id, Reply(APOLOGY), self.config.device.site_id)
             await self.speak(APOLOGY, turn.id)
             return "", Reply(APOLOGY)
         conversation_id = self.config.device.site_id
