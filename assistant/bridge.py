@@ -12,45 +12,101 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from assistant.commands import ServiceCall
+from assistant.delivery import Delivery
 
 log = logging.getLogger(__name__)
 
-Publisher = Callable[[str, str], object]
+Sender = Callable[[str, str], Awaitable[Delivery]]
+LATE_ANSWER_S = 300.0  # how long a late answer from Home Assistant is still waited for and reported
+
+
+@dataclass
+class BridgeOutcome:
+    """What became of one call: done, failed, or unconfirmed with its fate in `late`.
+
+    `late` resolves to (status, error): done or failed when Home Assistant answers
+    after all, unknown when it has not answered within LATE_ANSWER_S.
+    """
+
+    status: str
+    error: str | None
+    payload: str
+    late: asyncio.Future[tuple[str, str | None]] | None = field(default=None, repr=False)
 
 
 class ServiceBridge:
     """Send service calls and wait for Home Assistant's answer, matched by id."""
 
-    def __init__(self, topic: str, publish: Publisher, timeout_s: float = 5.0) -> None:
+    def __init__(self, topic: str, send: Sender, timeout_s: float = 5.0) -> None:
         self.topic = topic
         self.result_topic = f"{topic}/result"
-        self.publish = publish
+        self.send = send
         self.timeout_s = timeout_s
         self._pending: dict[str, asyncio.Future[tuple[bool, str | None]]] = {}
+        self._waiters: set[asyncio.Task[None]] = set()
 
     def request_payload(self, call: ServiceCall, request_id: str) -> str:
         """The JSON the Home Assistant automation reads as trigger.payload_json."""
         return json.dumps({"id": request_id, **asdict(call)})
 
-    async def call(self, call: ServiceCall) -> tuple[bool, str | None, str]:
-        """Perform the call; returns (ok, error, payload sent)."""
+    async def call(self, call: ServiceCall) -> BridgeOutcome:
+        """Perform the call and say truthfully what became of it."""
         request_id = uuid.uuid4().hex[:12]
         payload = self.request_payload(call, request_id)
-        future: asyncio.Future[tuple[bool, str | None]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[bool, str | None]] = loop.create_future()
         self._pending[request_id] = future
+        deadline = loop.time() + self.timeout_s
+        delivery = await self.send(self.topic, payload)
+        if delivery.status == "not_sent":
+            self._pending.pop(request_id, None)
+            return BridgeOutcome("failed", f"not sent: {delivery.reason}", payload)
         try:
-            self.publish(self.topic, payload)
-            async with asyncio.timeout(self.timeout_s):
-                ok, error = await future
+            async with asyncio.timeout_at(deadline):
+                ok, error = await asyncio.shield(future)  # shielded: a late answer still settles it
+            self._pending.pop(request_id, None)
+            return BridgeOutcome("done" if ok else "failed", error, payload)
         except TimeoutError:
-            ok, error = False, f"no answer from Home Assistant on {self.result_topic} within {self.timeout_s:.0f} s"
+            pass
+        reason = (
+            f"sent, but the broker did not confirm it ({delivery.reason})"
+            if delivery.status == "unconfirmed"
+            else f"no answer from Home Assistant on {self.result_topic} within {self.timeout_s:g} s"
+        )
+        late: asyncio.Future[tuple[str, str | None]] = loop.create_future()
+        waiter = asyncio.create_task(self._wait_late(request_id, future, delivery, late))
+        self._waiters.add(waiter)
+        waiter.add_done_callback(self._waiters.discard)
+        return BridgeOutcome("unconfirmed", f"unconfirmed: {reason}", payload, late)
+
+    async def _wait_late(
+        self,
+        request_id: str,
+        answer: asyncio.Future[tuple[bool, str | None]],
+        delivery: Delivery,
+        late: asyncio.Future[tuple[str, str | None]],
+    ) -> None:
+        """Settle an unanswered call: Home Assistant's late answer, a send that never left, or unknown."""
+        try:
+            async with asyncio.timeout(LATE_ANSWER_S):
+                fate = delivery.settled
+                if fate is not None:
+                    either: list[asyncio.Future[Any]] = [answer, fate]
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                    if not answer.done() and fate.result() == "not_sent":
+                        late.set_result(("failed", "not sent: the connection ended first"))
+                        return
+                ok, error = await answer
+            late.set_result(("done", None) if ok else ("failed", error))
+        except TimeoutError:
+            late.set_result(("unknown", f"no answer from Home Assistant within {LATE_ANSWER_S:g} s"))
         finally:
             self._pending.pop(request_id, None)
-        return ok, error, payload
 
     def on_result(self, payload: bytes) -> None:
         """Resolve the waiting call named by the result's id."""

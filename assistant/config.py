@@ -273,6 +273,7 @@ class MqttConfig(Section):
     keepalive: int = Field(60, ge=5, le=3600)
     topic_prefix: str = Field("assistant", pattern=r"^[^#+]+$")
     qos: int = Field(1, ge=0, le=2)
+    command_timeout_s: float = Field(5.0, gt=0, le=60)  # a device command unacknowledged by then is "unconfirmed"
 
 
 class EntityConfig(BaseModel):

@@ -20,6 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from assistant.config import MqttConfig
+from assistant.delivery import ConfirmingClient, Delivery, Settlement
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,10 @@ class MqttLink:
         self.on_connect: list[Callable[[], None]] = []  # run on the loop after every (re)connect
         self._loop: asyncio.AbstractEventLoop | None = None
         self._refused: str | None = None
+        self._acks: dict[int, asyncio.Future[None]] = {}  # mid -> command waiting for its PUBACK
+        self._late: dict[int, asyncio.Future[Settlement]] = {}  # mid -> unconfirmed command's fate
         client_id = config.client_id or f"assistant-{root.replace('/', '-')}-{uuid.uuid4().hex[:6]}"
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client = ConfirmingClient(CallbackAPIVersion.VERSION2, client_id=client_id)
         if will:
             self.client.will_set(f"{root}/status", OFFLINE, qos=1, retain=True)
         if config.username:
@@ -84,6 +87,7 @@ class MqttLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
         self.client.on_log = self._on_log
         self._announce = will
 
@@ -144,24 +148,55 @@ class MqttLink:
         """Queue a publish; paho keeps QoS>0 messages across a reconnect."""
         return self.client.publish(topic, payload, qos=self.config.qos if qos is None else qos, retain=retain)
 
-    async def publish_confirmed(self, topic: str, payload: str, *, retain: bool = False, timeout: float = 5.0) -> bool:
-        """Publish and wait until the broker has it (PUBACK for QoS 1); False on failure.
+    async def send_command(self, topic: str, payload: str, *, retain: bool = False, timeout: float = 5.0) -> Delivery:
+        """Publish a device command (QoS 1) and tell truthfully what became of it.
 
-        Without a connection the command is not handed to paho at all: paho would keep it
-        and send it after the reconnect, carrying out a command already reported failed.
+        See assistant/delivery.py for the rule: delivered, not sent (and never will be),
+        or unconfirmed with its fate settled later through `Delivery.settled`.
         """
         if not self.client.is_connected():
             log.warning("not connected to the broker: %s not sent", topic)
-            return False
-        info = self.publish(topic, payload, retain=retain)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            return False
+            return Delivery("not_sent", "not connected to the broker")
+        loop = asyncio.get_running_loop()
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # refused by paho: it kept nothing
+            log.warning("%s: not sent (%s)", topic, mqtt.error_string(info.rc))
+            return Delivery("not_sent", mqtt.error_string(info.rc))
+        acked: asyncio.Future[None] = loop.create_future()
+        self._acks[info.mid] = acked  # before any await: a PUBACK is handed over after this
         try:
-            await asyncio.to_thread(info.wait_for_publish, timeout)
-        except (RuntimeError, ValueError) as error:
-            log.warning("publish to %s failed: %s", topic, error)
-            return False
-        return info.is_published()
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                async with asyncio.timeout(timeout):
+                    await acked
+                return Delivery("delivered")
+        except TimeoutError:
+            pass
+        finally:
+            self._acks.pop(info.mid, None)
+        if info.is_published():
+            return Delivery("delivered")
+        settled: asyncio.Future[Settlement] = loop.create_future()
+
+        def on_settled(settlement: Settlement) -> None:  # paho's thread, at reconnect
+            loop.call_soon_threadsafe(self._settle, info.mid, settlement)
+
+        status = self.client.withdraw(info.mid, on_settled)
+        if status == "delivered":
+            return Delivery("delivered")
+        if status == "not_sent":
+            log.warning("%s: not sent (%s); withdrawn, it will not go out later", topic, mqtt.error_string(info.rc))
+            connected = info.rc == mqtt.MQTT_ERR_SUCCESS
+            reason = "still queued at the deadline" if connected else "not connected to the broker"
+            return Delivery("not_sent", reason)
+        self._late[info.mid] = settled
+        log.warning("%s: sent, but the broker did not confirm it within %.1f s", topic, timeout)
+        return Delivery("unconfirmed", f"the broker did not confirm it within {timeout:g} s", settled)
+
+    def _settle(self, mid: int, settlement: Settlement) -> None:
+        settled = self._late.pop(mid, None)
+        if settled is not None and not settled.done():
+            log.info("command %d settled late: %s", mid, settlement)
+            settled.set_result(settlement)
 
     def event(self, name: str, data: dict[str, Any]) -> None:
         """Publish `<root>/event/<name>` as JSON (UTF-8; escaped where text cannot be encoded)."""
@@ -207,6 +242,18 @@ class MqttLink:
             self._loop.call_soon_threadsafe(self._answered.set)
         elif reason.is_failure and self._ever_connected:
             log.warning("lost the broker (%s); reconnecting", reason)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._acknowledged, mid)
+
+    def _acknowledged(self, mid: int) -> None:
+        acked = self._acks.pop(mid, None)
+        if acked is not None and not acked.done():
+            acked.set_result(None)
+        elif mid in self._late:
+            self.client.forget(mid)
+            self._settle(mid, "delivered")
 
     def _on_log(self, client: mqtt.Client, userdata: Any, level: int, message: str) -> None:
         if level == mqtt.MQTT_LOG_ERR:

@@ -28,6 +28,7 @@ from assistant.agent import Agent, Reply
 from assistant.audio import Microphone, Speaker
 from assistant.bridge import ServiceBridge
 from assistant.config import Config, ConfigError, load_config
+from assistant.delivery import Delivery
 from assistant.homeassistant import Command, Registry
 from assistant.house import House
 from assistant.images import ImageMaker, ImagePublisher, ImageRequest, parse_image_request
@@ -39,7 +40,7 @@ from assistant.providers import CredentialError, make_client, resolve, stages_in
 from assistant.sentences import SentenceSplitter
 from assistant.store import Store
 from assistant.stt import Transcriber
-from assistant.tools import HomeTools, Tool
+from assistant.tools import Action, HomeTools, Tool
 from assistant.tts import TtsError, make_voice
 from assistant.vad import Utterance
 
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, I can't reach my language service right now. Please try again in a moment."
 FAST_PATH_FAILED = "Sorry, that did not work."
+FAST_PATH_UNCONFIRMED = "I sent that, but I could not confirm that it arrived."
 EXIT_CREDENTIALS = 3  # systemd: RestartPreventExitStatus, a rejected key will not fix itself
 STOP_STACKS_AFTER_S = 8.0
 STOP_TASKS_TIMEOUT_S = 5.0
@@ -109,7 +111,7 @@ class Assistant:
         self.registry = Registry(config.homeassistant)
         ha = config.homeassistant
         self.bridge = (
-            ServiceBridge(ha.service_topic, self.link.publish, ha.bridge_timeout_s) if ha.service_topic else None
+            ServiceBridge(ha.service_topic, self.send_command, ha.bridge_timeout_s) if ha.service_topic else None
         )
         self.house = House(config, self.link, self.registry, self.bridge)
         self.store = Store(config.device.state_dir)
@@ -196,9 +198,13 @@ class Assistant:
         except RuntimeError as error:
             self.error(request.id, "api_error", f"images: {error}")
 
-    async def publish_command(self, command: Command) -> bool:
-        """Publish an entity command and wait for the broker to take it."""
-        return await self.link.publish_confirmed(command.topic, command.payload, retain=command.retain)
+    async def publish_command(self, command: Command) -> Delivery:
+        """Publish an entity command; say truthfully whether the broker took it."""
+        return await self.send_command(command.topic, command.payload, command.retain)
+
+    async def send_command(self, topic: str, payload: str, retain: bool = False) -> Delivery:
+        """A device command or bridge request, confirmed within mqtt.command_timeout_s."""
+        return await self.link.send_command(topic, payload, retain=retain, timeout=self.config.mqtt.command_timeout_s)
 
     # --- turns ---------------------------------------------------------------
 
@@ -240,14 +246,28 @@ class Assistant:
         return reply
 
     def publish_reply(self, request_id: str, reply: Reply, conversation_id: str | None, **extra: str) -> None:
-        """`event/action` for each action taken, then `event/reply` listing them all."""
+        """`event/action` for each action taken, then `event/reply` listing them all.
+
+        An unconfirmed action is published again, with the same id and `"late": true`,
+        once its fate is known (see assistant/delivery.py).
+        """
         for action in reply.actions:
             self.link.event("action", {"id": request_id, **action.as_dict()})
+            if action.settled is not None:
+                action.settled.add_done_callback(lambda fate: self.publish_settled(request_id, fate))
         actions = [a.as_dict() for a in reply.actions]
         self.link.event(
             "reply",
             {"id": request_id, "text": reply.text, "conversation_id": conversation_id, "actions": actions, **extra},
         )
+
+    def publish_settled(self, request_id: str, fate: asyncio.Future[Action]) -> None:
+        """The final outcome of an action reported as unconfirmed."""
+        if fate.cancelled():
+            return
+        final = fate.result()
+        log.info("%s %s settled late: %s", final.tool, final.entity_id, final.outcome)
+        self.link.event("action", {"id": request_id, **final.as_dict(), "late": True})
 
     async def answer_locally(
         self, text: str, fast: FastMatch, request_id: str, conversation_id: str | None, speak: bool
@@ -257,9 +277,12 @@ class Assistant:
         actions = []
         for name, args in fast.calls:
             actions += (await tools[name].call(args)).actions if name in tools else []
-        ok = bool(actions) and all(a.ok for a in actions)
-        reply = Reply(fast.speech if ok else FAST_PATH_FAILED, actions)
-        log.info("fast path: %s -> %s (%s)", fast.intent, [c[0] for c in fast.calls], "done" if ok else "failed")
+        outcome = "done" if actions and all(a.ok for a in actions) else "failed"
+        if actions and outcome == "failed" and all(a.ok is not False for a in actions):
+            outcome = "unconfirmed"
+        speech = {"done": fast.speech, "failed": FAST_PATH_FAILED, "unconfirmed": FAST_PATH_UNCONFIRMED}[outcome]
+        reply = Reply(speech, actions)
+        log.info("fast path: %s -> %s (%s)", fast.intent, [c[0] for c in fast.calls], outcome)
         self.agent.memory.remember(
             conversation_id, [{"role": "user", "content": text}, {"role": "assistant", "content": reply.text}]
         )

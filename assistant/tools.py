@@ -7,32 +7,51 @@ result and are reported as failed actions.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from assistant.bridge import ServiceBridge
+from assistant.bridge import BridgeOutcome, ServiceBridge
 from assistant.commands import ACTIONS, mqtt_commands, service_call
+from assistant.delivery import Delivery, Settlement
 from assistant.homeassistant import Command, CommandError, Entity, Registry
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[Command], Awaitable[bool]]
+Publish = Callable[[Command], Awaitable[Delivery]]
+UNCONFIRMED_NOTE = (
+    "The command was sent but its delivery was not confirmed in time: it may or may not have happened. "
+    "Tell the user you could not confirm it; do not say it is done."
+)
 Plan = list[tuple[str, dict[str, Any]]]  # (action, parameters) to carry out in order
 
 
 @dataclass(frozen=True)
 class Action:
-    """What a tool call did, published on event/action and listed in event/reply."""
+    """What a tool call did, published on event/action and listed in event/reply.
+
+    `status`: done (confirmed), failed (did not and will not happen), refused (not
+    allowed or not possible), unconfirmed (may or may not happen; `settled` then
+    resolves to the same action with its final status: done, failed or unknown).
+    `ok` is True for done, False for failed and refused, None while not known.
+    """
 
     tool: str
     entity_id: str | None
     topic: str | None
     payload: str | None
-    ok: bool
+    ok: bool | None
     error: str | None = None
+    status: str = ""
+    settled: asyncio.Future[Action] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def outcome(self) -> str:
+        """The status, derived from `ok` where not given."""
+        return self.status or {True: "done", False: "failed", None: "unconfirmed"}[self.ok]
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form for MQTT events."""
@@ -42,10 +61,53 @@ class Action:
             "topic": self.topic,
             "payload": self.payload,
             "ok": self.ok,
+            "status": self.outcome,
         }
         if self.error:
             data["error"] = self.error
         return data
+
+
+_SETTLED = {"delivered": (True, "done", None), "not_sent": (False, "failed", "not sent: the connection ended first")}
+_UNKNOWN = (None, "unknown", "the connection ended after it was sent: it may or may not have happened")
+
+
+def action_from_delivery(tool: str, entity_id: str, command: Command, delivery: Delivery) -> Action:
+    """The action for one MQTT command, from what the broker confirmed (see assistant/delivery.py)."""
+    action = Action(tool, entity_id, command.topic, command.payload, delivery.ok, delivery.reason)
+    if delivery.status == "delivered":
+        return replace(action, status="done")
+    if delivery.status == "not_sent":
+        return replace(action, status="failed", error=f"not sent: {delivery.reason}")
+    settled: asyncio.Future[Action] | None = None
+    if delivery.settled is not None:
+        settled = asyncio.get_running_loop().create_future()
+
+        def settle(fate: asyncio.Future[Settlement]) -> None:
+            if settled is not None and not settled.done() and not fate.cancelled():
+                ok, status, error = _SETTLED.get(fate.result(), _UNKNOWN)
+                settled.set_result(replace(action, ok=ok, status=status, error=error))
+
+        delivery.settled.add_done_callback(settle)
+    return replace(action, status="unconfirmed", error=f"unconfirmed: {delivery.reason}", settled=settled)
+
+
+def action_from_bridge(tool: str, entity_id: str, topic: str, outcome: BridgeOutcome) -> Action:
+    """The action for one service bridge call, from Home Assistant's answer (or its absence)."""
+    ok = {"done": True, "failed": False}.get(outcome.status)
+    action = Action(tool, entity_id, topic, outcome.payload, ok, outcome.error, outcome.status)
+    if outcome.late is None:
+        return action
+    settled: asyncio.Future[Action] = asyncio.get_running_loop().create_future()
+
+    def settle(late: asyncio.Future[tuple[str, str | None]]) -> None:
+        if not settled.done() and not late.cancelled():
+            status, error = late.result()
+            final_ok = {"done": True, "failed": False}.get(status)
+            settled.set_result(replace(action, ok=final_ok, status=status, error=error))
+
+    outcome.late.add_done_callback(settle)
+    return replace(action, settled=settled)
 
 
 @dataclass(frozen=True)
@@ -245,31 +307,34 @@ class HomeTools:
                 actions += await self._perform(tool, entity, action, params)
         except CommandError as error:
             log.info("refused %s(%s): %s", tool, entity_id, error)
-            actions.append(Action(tool, entity_id, None, None, False, str(error)))
+            actions.append(Action(tool, entity_id, None, None, False, str(error), "refused"))
             return ToolOutcome(json.dumps({"error": str(error)}), actions)
         if all(a.ok for a in actions):
             return ToolOutcome(json.dumps({"result": "done", "entity_id": entity_id}), actions)
-        errors = "; ".join(a.error or "failed" for a in actions if not a.ok)
-        return ToolOutcome(json.dumps({"error": errors}), actions)
+        if any(a.ok is False for a in actions):
+            errors = "; ".join(a.error or "failed" for a in actions if a.ok is not True)
+            return ToolOutcome(json.dumps({"error": errors}), actions)
+        unconfirmed = {"result": "unconfirmed", "entity_id": entity_id, "note": UNCONFIRMED_NOTE}
+        return ToolOutcome(json.dumps(unconfirmed), actions)
 
     async def _perform(self, tool: str, entity: Entity, action: str, params: dict[str, Any]) -> list[Action]:
         if entity.mqtt_native:
             done = []
             for command in mqtt_commands(entity, action, params):
-                ok = await self.publish(command)
-                error = None if ok else "not delivered to the broker"
-                done.append(Action(tool, entity.entity_id, command.topic, command.payload, ok, error))
+                done.append(action_from_delivery(tool, entity.entity_id, command, await self.publish(command)))
+                if done[-1].ok is not True:
+                    break  # the rest of the action waits for a confirmed first step
             return done
         if self.bridge is None:
             raise CommandError(f"{entity.entity_id} has no command topic and no service bridge is configured")
-        ok, error, payload = await self.bridge.call(service_call(entity, action, params))
-        return [Action(tool, entity.entity_id, self.bridge.topic, payload, ok, error)]
+        outcome = await self.bridge.call(service_call(entity, action, params))
+        return [action_from_bridge(tool, entity.entity_id, self.bridge.topic, outcome)]
 
     async def _get_state(self, args: dict[str, Any]) -> ToolOutcome:
         entity_id = args.get("entity_id")
         try:
             entity = self.registry.get_exposed(str(entity_id))
         except CommandError as error:
-            refused = Action("get_state", str(entity_id), None, None, False, str(error))
+            refused = Action("get_state", str(entity_id), None, None, False, str(error), "refused")
             return ToolOutcome(json.dumps({"error": str(error)}), [refused])
         return ToolOutcome(json.dumps(entity.summary(), ensure_ascii=False), [])

@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import json
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -236,6 +237,60 @@ def test_a_command_reported_as_failed_is_not_carried_out_later(
     assert not (failed and outage.delivered is not None), (
         f"reported {failed}, but {outage.delivered} reached the broker after the reconnect"
     )
+
+
+def test_a_command_to_a_stalled_broker_is_unconfirmed_then_settled_with_the_same_id(
+    fake: FakeOpenAI, make_broker: MakeBroker, make_mqtt: MakeMqtt, launch: Launch
+) -> None:
+    """The broker stops (SIGSTOP) while the tool call publishes UNLOCK: the model and event/action
+    hear "unconfirmed", never "failed"; when the broker resumes, the late PUBACK is published as
+    event/action with the same id, and the lock got UNLOCK exactly once."""
+    broker = make_broker()
+    recorder = make_mqtt(broker=broker)
+    sections = quiet_sections(broker.port, fake.url)
+    sections["homeassistant"]["expose"] = ["light.*", "lock.*"]
+    sections["mqtt"]["command_timeout_s"] = 0.5
+    site = sections["device"]["site_id"]
+    daemon, root = launch(sections, recorder, OPENAI_API_KEY=KEY)
+    model_called, stalled = threading.Event(), threading.Event()
+    tool_results: list[str] = []
+
+    def model(body: dict[str, Any]) -> ChatReply:
+        last = body["messages"][-1]
+        if last["role"] == "tool":
+            tool_results.append(last["content"])
+            return ChatReply(text="I sent it, but I could not confirm it.")
+        model_called.set()
+        stalled.wait(20)
+        return ChatReply(tool_calls=[("lock", {"entity_id": "lock.front_door", "action": "unlock"})])
+
+    fake.chat_handler = model
+    recorder.publish(f"{root}/ask", json.dumps({"text": "unlock the front door", "id": "door"}))
+    assert model_called.wait(15), "the model was never asked"
+    chats = len(fake.of("chat/completions"))
+    broker.process.send_signal(signal.SIGSTOP)
+    try:
+        stalled.set()
+        wait_log(daemon, r"did not confirm it within 0.5 s")
+        fake.wait_for("chat/completions", chats + 1, timeout=15)  # the tool result went back to the model
+    finally:
+        broker.process.send_signal(signal.SIGCONT)
+    assert json.loads(tool_results[0])["result"] == "unconfirmed", tool_results
+    reply = recorder.wait_for(f"{root}/event/reply", predicate=lambda m: m.json()["id"] == "door", timeout=15).json()
+    assert [(a["status"], a["ok"]) for a in reply["actions"]] == [("unconfirmed", None)], reply
+    late = recorder.wait_for(
+        f"{root}/event/action", predicate=lambda m: m.json()["id"] == "door" and m.json().get("late"), timeout=15
+    ).json()
+    assert (late["status"], late["ok"], late["payload"], late["entity_id"]) == (
+        "done",
+        True,
+        "UNLOCK",
+        "lock.front_door",
+    )
+    recorder.sync()
+    assert [m.text for m in recorder.messages(f"{site}/door/set")] == ["UNLOCK"]
+    fake.chat_handler = None
+    assert_alive(daemon)
 
 
 # --------------------------------------------------------------------------- 2. API faults

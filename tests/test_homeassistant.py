@@ -11,6 +11,7 @@ import pytest
 from assistant.bridge import ServiceBridge
 from assistant.commands import ServiceCall, mqtt_commands, service_call
 from assistant.config import EntityConfig, HomeAssistantConfig
+from assistant.delivery import Delivery
 from assistant.homeassistant import Command, CommandError, Entity, Registry
 from assistant.tools import HomeTools
 
@@ -171,9 +172,9 @@ def registry() -> Registry:
 def test_tools_refuse_unexposed_entity_whatever_the_model_asks() -> None:
     published: list[Command] = []
 
-    async def publish(command: Command) -> bool:
+    async def publish(command: Command) -> Delivery:
         published.append(command)
-        return True
+        return Delivery("delivered")
 
     tools = {t.name: t for t in HomeTools(registry(), publish).tools()}
     assert set(tools) == {"turn_on", "turn_off", "set_cover", "get_state"}  # no lock tool: the lock is not exposed
@@ -205,13 +206,14 @@ def test_bridge_is_used_for_entities_without_command_topics() -> None:
     async def scenario() -> tuple[str, list[Any]]:
         loop = asyncio.get_running_loop()
 
-        def publish(topic: str, payload: str) -> None:  # Home Assistant answers a moment later
+        async def publish(topic: str, payload: str) -> Delivery:  # Home Assistant answers a moment later
             sent.append((topic, payload))
             answer = json.dumps({"id": json.loads(payload)["id"], "ok": True}).encode()
             loop.call_later(0.05, bridge.on_result, answer)
+            return Delivery("delivered")
 
         bridge = ServiceBridge("ha/assistant/service", publish, timeout_s=1)
-        tools = {t.name: t for t in HomeTools(reg, lambda c: asyncio.sleep(0, True), bridge).tools()}
+        tools = {t.name: t for t in HomeTools(reg, lambda c: asyncio.sleep(0, Delivery("delivered")), bridge).tools()}
         assert "media_player.tv" in tools["turn_on"].parameters["properties"]["entity_id"]["enum"]
         outcome = await tools["turn_on"].call({"entity_id": "media_player.tv"})
         return outcome.content, outcome.actions
@@ -226,3 +228,47 @@ def test_bridge_is_used_for_entities_without_command_topics() -> None:
         "data": {},
     }
     assert actions[0].ok and actions[0].topic == "ha/assistant/service"
+
+
+def test_a_bridge_call_answered_late_is_unconfirmed_then_settled() -> None:
+    """No answer within bridge_timeout_s: unconfirmed (Home Assistant may still act); its late
+    answer settles the action, which is what the daemon then publishes with the same id."""
+    reg = registry()
+    reg.update_from_statestream("ha", "ha/media_player/tv/state", "off")
+
+    async def scenario() -> tuple[Any, Any, Any]:
+        sent: list[str] = []
+
+        async def send(topic: str, payload: str) -> Delivery:
+            sent.append(payload)
+            return Delivery("delivered")
+
+        bridge = ServiceBridge("ha/assistant/service", send, timeout_s=0.05)
+        tools = {t.name: t for t in HomeTools(reg, lambda c: asyncio.sleep(0, Delivery("delivered")), bridge).tools()}
+        outcome = await tools["turn_off"].call({"entity_id": "media_player.tv"})
+        action = outcome.actions[0]
+        assert action.settled is not None
+        bridge.on_result(json.dumps({"id": json.loads(sent[0])["id"], "ok": False, "error": "no such"}).encode())
+        return json.loads(outcome.content), action, await action.settled
+
+    content, action, final = asyncio.run(scenario())
+    assert content["result"] == "unconfirmed"
+    assert (action.outcome, action.ok) == ("unconfirmed", None)
+    assert (final.outcome, final.ok, final.error) == ("failed", False, "no such")
+
+
+def test_a_bridge_request_that_was_never_sent_is_failed_at_once() -> None:
+    reg = registry()
+    reg.update_from_statestream("ha", "ha/media_player/tv/state", "off")
+
+    async def scenario() -> Any:
+        async def send(topic: str, payload: str) -> Delivery:
+            return Delivery("not_sent", "not connected to the broker")
+
+        bridge = ServiceBridge("ha/assistant/service", send, timeout_s=5)
+        tools = {t.name: t for t in HomeTools(reg, lambda c: asyncio.sleep(0, Delivery("delivered")), bridge).tools()}
+        return (await tools["turn_off"].call({"entity_id": "media_player.tv"})).actions[0]
+
+    action = asyncio.run(scenario())
+    assert (action.outcome, action.ok, action.settled) == ("failed", False, None)
+    assert "not connected" in action.error

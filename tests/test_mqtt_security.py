@@ -197,11 +197,13 @@ async def round_trip(config: MqttConfig, recorder: MqttRecorder, root: str) -> N
         await link.start(timeout=5)
         assert link.client.is_connected()
         await asyncio.to_thread(recorder.wait_for, f"{root}/status", lambda m: m.text == "online", 5)
-        assert await link.publish_confirmed(f"{root}/out", "ping")
+        assert (await link.send_command(f"{root}/out", "ping")).status == "delivered"
         seen = await asyncio.to_thread(recorder.wait_for, f"{root}/out", None, 5)
         assert seen.text == "ping"
         link.subscribe([f"{root}/in"])
-        assert await link.publish_confirmed(f"{root}/in", "self")  # after our SUBSCRIBE on the same connection
+        assert (
+            await link.send_command(f"{root}/in", "self")
+        ).status == "delivered"  # after our SUBSCRIBE on the same connection
         async with asyncio.timeout(5):
             assert (await link.messages.get()).payload == b"self"
             await asyncio.to_thread(recorder.publish, f"{root}/in", "pong")
