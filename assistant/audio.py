@@ -1,17 +1,21 @@
-"""Sound in and out through sounddevice (PortAudio).
+"""Sound in and out through sounddevice (PortAudio), with one owner of the library.
 
-Capture hands fixed-size 16-bit mono frames to the event loop through a bounded
-queue; playback writes pcm chunks as they arrive, so speech starts before a reply has
-been fully synthesized. Both fall back to resampling when a device refuses a rate.
+`SoundCard` runs every PortAudio call on one thread, in order: the output stream's
+writes, the microphone's open and close, and the device rescan that a vanished
+microphone needs. So a rescan can never tear PortAudio down under a playing stream
+(that cut replies and corrupted the heap), and nothing blocks the event loop.
+Capture hands fixed-size 16-bit mono frames to the loop through a bounded queue;
+playback writes pcm chunks as they arrive, so speech starts before a reply has been
+fully synthesized. Both resample when a device refuses a rate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import logging
-import threading
 import time
 import wave
 from collections.abc import AsyncIterator, Callable
@@ -120,15 +124,163 @@ def read_wav(path: Path, sample_rate: int) -> bytes:
     return resample(data, rate, sample_rate)
 
 
+class SoundCard:
+    """The one owner of PortAudio: plays sounds in order through one long-lived output stream.
+
+    The output stream is opened once (ahead of time with `warm`), stopped between sounds
+    and reopened only after an error, so a device that allows a single stream works and a
+    reply pays no open cost. Sounds queue in arrival order (a chime asked for during a
+    reply plays after it). Everything that touches PortAudio runs on `self._thread`.
+    """
+
+    def __init__(self, output_device: str | int | None) -> None:
+        self.output_device = output_device
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audio")
+        self._turn: asyncio.Lock | None = None  # held while a sound plays or the devices are rescanned
+        self._waiting = 0
+        # Touched only on self._thread:
+        self._out: Any = None
+        self._out_rate = 0
+        self._running = False
+        self._resampler: Resampler | None = None
+
+    async def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run a PortAudio call on the audio thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+
+    def _lock(self) -> asyncio.Lock:
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        return self._turn
+
+    def warm(self, sample_rate: int) -> None:
+        """Open the output stream now (while a reply is being requested), if it is not open."""
+        self._thread.submit(self._open_output, sample_rate)
+
+    async def play(
+        self, chunks: AsyncIterator[bytes], sample_rate: Callable[[], int], stop: asyncio.Event | None = None
+    ) -> bool:
+        """Play a stream of pcm chunks after the sounds before it; False if cut short.
+
+        The rate is asked for once the first chunk is there, since some sources
+        (espeak-ng's WAV header) only know it then. Writes are short (WRITE_S), so a
+        stop or a cancellation waits for at most one of them, then drops what is queued.
+        """
+        self._waiting += 1
+        async with self._lock():
+            self._waiting -= 1
+            complete = False
+            begun = False
+            carry = b""
+            try:
+                async for chunk in chunks:
+                    if stop is not None and stop.is_set():
+                        return False
+                    if not begun:
+                        rate = sample_rate()
+                        await self.call(self._begin, rate)
+                        begun, step = True, max(2, int(rate * WRITE_S) * 2)
+                    data = carry + chunk
+                    cut = len(data) - len(data) % 2
+                    data, carry = data[:cut], data[cut:]
+                    for start in range(0, len(data), step):
+                        if stop is not None and stop.is_set():
+                            return False
+                        await self.call(self._write, data[start : start + step])
+                if begun and not self._waiting:
+                    await self.call(self._drain)  # returns once the sound has played
+                complete = not (stop is not None and stop.is_set())
+                return complete
+            except sd.PortAudioError:
+                await asyncio.shield(self.call(self._close_output))  # reopened by the next sound
+                raise
+            finally:
+                if begun and not complete:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(self.call(self._halt))
+
+    async def rescan(self, before: Callable[[], None] | None = None) -> None:
+        """Let PortAudio find devices again, once no sound is playing (`before` runs first)."""
+        async with self._lock():
+            await self.call(self._rescan, before)
+
+    def close(self) -> None:
+        """Close the output stream and let the audio thread end."""
+        self._thread.submit(self._close_output)
+        self._thread.shutdown(wait=True)
+
+    # --- on the audio thread ---------------------------------------------------
+
+    def _open_output(self, rate: int) -> None:
+        if self._out is not None:
+            return
+        index = find_device(self.output_device, "output")
+        try:
+            self._out = sd.RawOutputStream(samplerate=rate, channels=1, dtype="int16", device=index)
+        except sd.PortAudioError:
+            native = int(sd.query_devices(index, "output")["default_samplerate"])
+            log.info("output device does not take %d Hz; playing at %d Hz", rate, native)
+            self._out = sd.RawOutputStream(samplerate=native, channels=1, dtype="int16", device=index)
+        self._out_rate = int(self._out.samplerate)
+        self._running = False
+
+    def _begin(self, rate: int) -> None:
+        self._open_output(rate)
+        self._resampler = Resampler(rate, self._out_rate) if rate != self._out_rate else None
+        if not self._running:
+            self._out.start()
+            self._running = True
+
+    def _write(self, data: bytes) -> None:
+        if self._resampler is not None:
+            data = self._resampler.process(data)
+        self._out.write(data)
+
+    def _drain(self) -> None:
+        if self._out is not None and self._running:
+            self._out.stop()
+            self._running = False
+
+    def _halt(self) -> None:
+        """Stop at once, dropping what is buffered (a barge-in or a cancel)."""
+        if self._out is not None and self._running:
+            try:
+                self._out.abort()
+            except sd.PortAudioError as error:
+                log.debug("stopping output stream: %s", error)
+                self._close_output()
+            self._running = False
+
+    def _close_output(self) -> None:
+        stream, self._out, self._running = self._out, None, False
+        if stream is not None:
+            try:
+                stream.abort()
+                stream.close()
+            except sd.PortAudioError as error:
+                log.debug("closing output stream: %s", error)
+
+    def _rescan(self, before: Callable[[], None] | None) -> None:
+        # PortAudio enumerates devices once; a device that came back needs a fresh scan,
+        # and that scan invalidates every open stream: close ours first.
+        if before is not None:
+            before()
+        self._close_output()
+        sd._terminate()
+        sd._initialize()
+
+
 class Microphone:
     """Capture frames of `frame_ms` at `sample_rate`, reopening the device if it vanishes.
 
     The PortAudio callback runs on its own thread: it only copies the block and hands
     it to the loop. A full queue drops the oldest frame, since late audio is useless.
+    Opening, closing and rescanning go through the `SoundCard`, off the event loop.
     """
 
     def __init__(
         self,
+        card: SoundCard,
         device: str | int | None,
         sample_rate: int = 16000,
         frame_ms: int = 30,
@@ -136,6 +288,7 @@ class Microphone:
         queue_frames: int = 200,
         stall_s: float = 2.0,
     ) -> None:
+        self.card = card
         self.device = device
         self.sample_rate = sample_rate
         self.frame_bytes = sample_rate * frame_ms // 1000 * 2
@@ -147,9 +300,8 @@ class Microphone:
         self._stream: sd.RawInputStream | None = None
         self._resampler: Resampler | None = None
         self._pending = bytearray()
-        self._lock = threading.Lock()
 
-    def _open(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _open(self, loop: asyncio.AbstractEventLoop) -> tuple[sd.RawInputStream, Resampler | None]:
         index = find_device(self.device, "input")
 
         def callback(indata: object, frames: int, when: object, status: sd.CallbackFlags) -> None:
@@ -165,7 +317,7 @@ class Microphone:
                 blocksize=self.frame_bytes // 2,
                 callback=callback,
             )
-            self._resampler = None
+            resampler = None
         except sd.PortAudioError:
             # The device cannot record at our rate: record at its own and resample.
             native = int(sd.query_devices(index, "input")["default_samplerate"])
@@ -178,10 +330,9 @@ class Microphone:
                 blocksize=native * self.frame_bytes // 2 // self.sample_rate,
                 callback=callback,
             )
-            self._resampler = Resampler(native, self.sample_rate)
+            resampler = Resampler(native, self.sample_rate)
         stream.start()
-        self._stream = stream
-        self.last_frame_at = time.monotonic()
+        return stream, resampler
 
     def _put(self, block: bytes) -> None:
         self.last_frame_at = time.monotonic()
@@ -198,9 +349,8 @@ class Microphone:
                     log.warning("audio frames dropped: the loop is not keeping up (%d so far)", self.dropped)
             self._queue.put_nowait(frame)
 
-    def close(self) -> None:
-        """Stop and release the device."""
-        stream, self._stream = self._stream, None
+    @staticmethod
+    def _close_stream(stream: sd.RawInputStream | None) -> None:
         if stream is not None:
             try:
                 stream.abort()
@@ -208,10 +358,11 @@ class Microphone:
             except sd.PortAudioError as error:
                 log.debug("closing input stream: %s", error)
 
-    def _reinitialize(self) -> None:
-        # PortAudio enumerates devices once; a device that came back needs a fresh scan.
-        sd._terminate()
-        sd._initialize()
+    def close(self) -> None:
+        """Stop and release the device (on the audio thread, after what is queued there)."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            self.card._thread.submit(self._close_stream, stream)
 
     async def frames(self) -> AsyncIterator[bytes]:
         """Yield frames forever; on a stalled or vanished device, reopen with backoff."""
@@ -220,14 +371,16 @@ class Microphone:
         while True:
             if self._stream is None:
                 try:
-                    self._open(loop)
+                    self._pending.clear()
+                    self._stream, self._resampler = await self.card.call(self._open, loop)
+                    self.last_frame_at = time.monotonic()
                     backoff = 0.5
                     log.info("microphone open (%s)", self.device if self.device is not None else "default")
                 except (sd.PortAudioError, AudioError, ValueError) as error:
                     log.warning("microphone unavailable (%s); retrying in %.1f s", error, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 30.0)
-                    self._reinitialize()
+                    await self.card.rescan()
                     continue
             try:
                 # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
@@ -236,74 +389,7 @@ class Microphone:
                     frame = await self._queue.get()
             except TimeoutError:
                 log.warning("microphone delivered nothing for %.1f s; reopening", self.stall_s)
-                self.close()
-                self._reinitialize()
+                stream, self._stream = self._stream, None
+                await self.card.rescan(functools.partial(self._close_stream, stream))
                 continue
             yield frame
-
-
-class Speaker:
-    """Plays int16 mono pcm on the output device as chunks arrive."""
-
-    def __init__(self, device: str | int | None) -> None:
-        self.device = device
-
-    def _open(self, rate: int) -> tuple[sd.RawOutputStream, Resampler | None]:
-        index = find_device(self.device, "output")
-        try:
-            return sd.RawOutputStream(samplerate=rate, channels=1, dtype="int16", device=index), None
-        except sd.PortAudioError:
-            native = int(sd.query_devices(index, "output")["default_samplerate"])
-            stream = sd.RawOutputStream(samplerate=native, channels=1, dtype="int16", device=index)
-            return stream, Resampler(rate, native)
-
-    async def play(
-        self, chunks: AsyncIterator[bytes], sample_rate: Callable[[], int], stop: asyncio.Event | None = None
-    ) -> bool:
-        """Play a stream of pcm chunks; return False if `stop` or a cancellation cut it short.
-
-        The rate is asked for once the first chunk is there, since some sources
-        (espeak-ng's WAV header) only know it then. Every call on the stream runs on one
-        thread of its own, in order: closing it while another thread is still inside a
-        blocking write corrupts PortAudio's memory. Writes are short (WRITE_S), so a stop
-        waits for at most one of them.
-        """
-        loop = asyncio.get_running_loop()
-        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speaker")
-        stream: Any = None
-        resampler: Resampler | None = None
-        carry = b""
-        try:
-            async for chunk in chunks:
-                if stop is not None and stop.is_set():
-                    return False
-                if stream is None:
-                    stream, resampler = await loop.run_in_executor(worker, self._open, sample_rate())
-                    await loop.run_in_executor(worker, stream.start)
-                data = carry + chunk
-                cut = len(data) - len(data) % 2
-                data, carry = data[:cut], data[cut:]
-                if resampler is not None:
-                    data = resampler.process(data)
-                step = max(2, int(stream.samplerate * WRITE_S) * 2)
-                for start in range(0, len(data), step):
-                    if stop is not None and stop.is_set():
-                        return False
-                    await loop.run_in_executor(worker, stream.write, data[start : start + step])
-            if stream is not None:
-                await loop.run_in_executor(worker, stream.stop)  # returns once the buffer has played
-            return not (stop is not None and stop.is_set())
-        finally:
-            if stream is not None:
-                closing = loop.run_in_executor(worker, self._close, stream)  # queued after any write
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.shield(closing)
-            worker.shutdown(wait=False)
-
-    @staticmethod
-    def _close(stream: sd.RawOutputStream) -> None:
-        try:
-            stream.abort()
-            stream.close()
-        except sd.PortAudioError as error:
-            log.debug("closing output stream: %s", error)

@@ -125,7 +125,7 @@ async def _connect_for_turn(assistant: Assistant) -> None:
 
 
 async def _say(config: Config, args: argparse.Namespace) -> int:
-    from assistant.audio import Speaker
+    from assistant.audio import SoundCard
     from assistant.providers import make_client, resolve
     from assistant.tts import make_voice
 
@@ -134,12 +134,12 @@ async def _say(config: Config, args: argparse.Namespace) -> int:
     if voice is None:
         print("tts.engine is 'none': nothing to say", file=sys.stderr)
         return EXIT_FAILURE
-    await Speaker(config.audio.output_device).play(voice.synthesize(" ".join(args.text)), lambda: voice.sample_rate)
+    await SoundCard(config.audio.output_device).play(voice.synthesize(" ".join(args.text)), lambda: voice.sample_rate)
     return 0
 
 
 async def _listen(config: Config, args: argparse.Namespace) -> int:
-    from assistant.audio import AudioError, Microphone, read_wav
+    from assistant.audio import AudioError, Microphone, SoundCard, read_wav
     from assistant.service import Assistant, VoiceTurn, describe_reply
     from assistant.vad import Segmenter, Utterance, webrtc_classifier
 
@@ -161,7 +161,13 @@ async def _listen(config: Config, args: argparse.Namespace) -> int:
         audio = utterance.audio if utterance else pcm
     else:
         print("listening...", file=sys.stderr)
-        microphone = Microphone(config.audio.input_device, rate, config.audio.frame_ms, config.audio.input_gain)
+        microphone = Microphone(
+            SoundCard(config.audio.output_device),
+            config.audio.input_device,
+            rate,
+            config.audio.frame_ms,
+            config.audio.input_gain,
+        )
         try:
             async with asyncio.timeout(config.vad.max_utterance_s + 30):
                 async for frame in microphone.frames():

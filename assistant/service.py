@@ -25,7 +25,7 @@ import openai
 
 from assistant import systemd
 from assistant.agent import Agent, Reply
-from assistant.audio import Microphone, Speaker
+from assistant.audio import Microphone, SoundCard
 from assistant.bridge import ServiceBridge
 from assistant.config import Config, ConfigError, load_config
 from assistant.delivery import Delivery
@@ -132,7 +132,7 @@ class Assistant:
         )
         self.background: set[asyncio.Task[Any]] = set()
         self.voice = make_voice(config.tts, clients.get("tts"), config.device.language)
-        self.speaker = Speaker(config.audio.output_device)
+        self.card = SoundCard(config.audio.output_device)
         self.turns: asyncio.Queue[Turn] = asyncio.Queue(maxsize=32)
         self.state = ""
         self.mic_open_at = 0.0
@@ -310,6 +310,8 @@ class Assistant:
         each other without a gap. Failures are reported, never fatal.
         """
         voice = self.voice
+        if voice is not None:
+            self.card.warm(voice.sample_rate)  # the stream opens while the first sentence is requested
         first = await pieces.get()
         if voice is None or first is None:
             return
@@ -334,7 +336,7 @@ class Assistant:
 
         producer = asyncio.create_task(synthesize())
         try:
-            await self.speaker.play(chunks(), lambda: voice.sample_rate, self.stop_speaking)
+            await self.card.play(chunks(), lambda: voice.sample_rate, self.stop_speaking)
         except (openai.APIError, TtsError, OSError) as error:
             self.error(request_id, "tts_error", f"{type(error).__name__}: {error}")
         except Exception as error:
@@ -446,7 +448,7 @@ class Assistant:
         async def one_chunk() -> AsyncIterator[bytes]:
             yield tone
 
-        task = asyncio.create_task(self.speaker.play(one_chunk(), lambda: TONE_RATE))
+        task = asyncio.create_task(self.card.play(one_chunk(), lambda: TONE_RATE))
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
@@ -606,6 +608,7 @@ class Assistant:
         microphone = None
         if audio:
             microphone = Microphone(
+                self.card,
                 self.config.audio.input_device,
                 self.config.audio.sample_rate,
                 self.config.audio.frame_ms,
@@ -642,6 +645,7 @@ class Assistant:
             log.error("tasks did not stop in time: %s", [t.get_coro() for t in pending])
         if microphone is not None:
             microphone.close()
+        self.card.close()
         self.link.stop()
         faulthandler.cancel_dump_traceback_later()
         return self.exit_code

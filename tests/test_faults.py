@@ -31,7 +31,7 @@ from fake_openai import ChatReply, FakeOpenAI
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
-from support import Broker, MqttMessage, MqttRecorder, PulseAudio, SpeechFactory, require_program
+from support import Broker, MqttMessage, MqttRecorder, PulseAudio, SpeakerRecorder, SpeechFactory, require_program
 
 Launch = Callable[..., tuple[Daemon, str]]
 MakeBroker = Callable[..., Broker]
@@ -758,6 +758,66 @@ def test_microphone_vanishes_and_comes_back(
     ).json()
     assert second["text"] == REQUEST
     assert_alive(daemon)
+
+
+LONG_REPLY = (
+    "Here is a long answer, so that the microphone has time to stall while I am still talking. "
+    "It goes on for several sentences, one after another, and every word of it must be heard."
+)
+
+
+def voiced_seconds(samples: Any, rate: int) -> float:
+    """How long a recording holds sound, in 20 ms windows (pauses between words excluded)."""
+    import numpy as np
+
+    window = rate // 50
+    frames = np.asarray(samples[: len(samples) // window * window], dtype=np.float64).reshape(-1, window)
+    return float((np.sqrt((frames**2).mean(axis=1)) > 300).sum()) / 50
+
+
+def test_microphone_stalls_while_a_long_reply_plays(
+    fake: FakeOpenAI,
+    mqtt_broker: Broker,
+    mqtt: MqttRecorder,
+    pulse: PulseAudio,
+    speaker: SpeakerRecorder,
+    start_daemon: StartDaemon,
+    mic_restored: list[str],
+) -> None:
+    """The microphone stops delivering while the daemon speaks. The daemon used to tear PortAudio
+    down under the playing output stream (reply cut, and often a heap-corruption abort). Now the
+    reply plays to its end, the microphone is reopened afterwards, and nothing crashes."""
+    from fake_openai import TTS_SAMPLE_RATE, synth_pcm
+
+    sections = base_sections(mqtt_broker.port, fake.url)
+    daemon, root = start_daemon(sections, OPENAI_API_KEY=KEY)
+    reference = voiced_seconds(np_frombuffer(synth_pcm(LONG_REPLY, words_per_minute=175)), TTS_SAMPLE_RATE)
+    for trial in range(4):
+        mark = len(daemon.log())
+        since = time.monotonic()
+        mqtt.publish(f"{root}/say", json.dumps({"text": LONG_REPLY, "id": f"long-{trial}"}))
+        mqtt.wait_for(f"{root}/state", predicate=lambda m: m.text == "speaking", since=since, timeout=15)
+        pulse.pactl("suspend-source", PulseAudio.MIC_SOURCE, "1")
+        try:
+            wait_log(daemon, r"microphone delivered nothing for [\d.]+ s", after=mark, timeout=15)
+            mqtt.wait_for(f"{root}/state", predicate=lambda m: m.text == "idle", since=since, timeout=40)
+        finally:
+            pulse.pactl("suspend-source", PulseAudio.MIC_SOURCE, "0")
+        assert_alive(daemon)
+        wait_log(daemon, r"INFO \S+: microphone open", after=mark, timeout=30)
+        played = voiced_seconds(speaker.samples()[speaker.sample_index_at(since) :], speaker.rate)
+        print(f"trial {trial}: {played:.1f} s of {reference:.1f} s of speech played")
+        assert played >= 0.85 * reference, f"the reply was cut: {played:.1f} s of {reference:.1f} s"
+        request_id = f"long-{trial}"
+        assert not mqtt.messages(f"{root}/event/error", predicate=lambda m, rid=request_id: m.json().get("id") == rid)
+    assert_alive(daemon)
+    assert daemon.stop() == 0, daemon.log()[-3000:]
+
+
+def np_frombuffer(pcm: bytes) -> Any:
+    import numpy as np
+
+    return np.frombuffer(pcm, dtype=np.int16)
 
 
 # --------------------------------------------------------------------------- 7. secrets

@@ -75,6 +75,7 @@ def run_kitchen_turn(
             "topic": f"{ns}/kitchen/light/set",
             "payload": "ON",
             "ok": True,
+            "status": "done",
         }
     ]
     action = mqtt.wait_for(f"{root}/event/action", timeout=5).json()
