@@ -254,8 +254,11 @@ class HomeTools:
 
     async def _perform(self, tool: str, entity: Entity, action: str, params: dict[str, Any]) -> list[Action]:
         if entity.mqtt_native:
+            commands = mqtt_commands(entity, action, params)
+            for command in commands:  # every topic is checked before anything is sent
+                self.registry.check_command_topic(entity, command.topic)
             done = []
-            for command in mqtt_commands(entity, action, params):
+            for command in commands:
                 ok = await self.publish(command)
                 error = None if ok else "not delivered to the broker"
                 done.append(Action(tool, entity.entity_id, command.topic, command.payload, ok, error))
