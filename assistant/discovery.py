@@ -123,6 +123,29 @@ _ENTITY_KEYS = _table("""
     whit_val_tpl=white_value_template xy_cmd_t=xy_command_topic xy_cmd_tpl=xy_command_template
     xy_stat_t=xy_state_topic xy_val_tpl=xy_value_template
 """)
+# Keys of Home Assistant's MQTT platforms that have no abbreviation, so are not in the
+# table above (const.py: CONF_SCHEMA, CONF_QOS, CONF_PRECISION, ...; the JSON light's flags).
+_UNABBREVIATED = frozenset({
+    "schema", "qos", "code", "precision", "temp_step", "fan_modes", "type",
+    "brightness", "effect", "color_temp", "hs", "rgb", "xy", "white_value",
+})  # fmt: skip
+ENTITY_KEYS = frozenset(_ENTITY_KEYS.values()) | _UNABBREVIATED
+"""Every key of a Home Assistant MQTT entity config, spelled out (what a hand-declared entity may use)."""
+
+# Topics Home Assistant publishes to besides the `..._command_topic` ones.
+_PUBLISH_KEYS = frozenset({"set_position_topic", "set_fan_speed_topic"})
+
+
+def is_command_key(key: str) -> bool:
+    """Whether `key` names a topic commands are published to (the entity's device listens there)."""
+    return key.endswith("command_topic") or key in _PUBLISH_KEYS
+
+
+def full_key(key: str) -> str:
+    """The spelled-out name of an abbreviated entity key; any other key as it is."""
+    return _ENTITY_KEYS.get(key, key)
+
+
 _DEVICE_KEYS = _table("""
     cns=connections cu=configuration_url hw=hw_version ids=identifiers mdl=model mdl_id=model_id
     mf=manufacturer name=name sa=suggested_area sn=serial_number sw=sw_version

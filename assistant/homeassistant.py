@@ -17,6 +17,8 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from assistant.config import EntityConfig, HomeAssistantConfig
+from assistant.discovery import is_command_key
+from assistant.ownership import CONFIG, Claims, Conflict
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ class Entity:
     mqtt: dict[str, Any] = field(default_factory=dict)
     state: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
-    source: str = "config"
+    source: str = CONFIG
 
     @property
     def domain(self) -> str:
@@ -102,7 +104,15 @@ class Entity:
     @property
     def mqtt_native(self) -> bool:
         """Whether commands go straight to the device over MQTT (else through the bridge)."""
-        return any(key.endswith("command_topic") or key == "set_position_topic" for key in self.mqtt)
+        return any(is_command_key(key) for key in self.mqtt)
+
+    def command_topics(self) -> dict[str, str]:
+        """Topic -> key, for the topics this entity's commands go to (the first key naming one)."""
+        topics: dict[str, str] = {}
+        for key, topic in self.mqtt.items():
+            if is_command_key(key) and isinstance(topic, str) and topic:
+                topics.setdefault(topic, key)
+        return topics
 
     def summary(self) -> dict[str, Any]:
         """What the model is told about the entity."""
@@ -167,7 +177,12 @@ class Entity:
 
 
 class Registry:
-    """Every known entity, and the allowlist that decides what the agent may see."""
+    """Every known entity, and the allowlist that decides what the agent may see and touch.
+
+    The allowlist holds on topics too: every command topic belongs to the entity that
+    claimed it first, and nothing is published to a topic that an entity outside `expose`
+    claims or reads, whichever entity asks (see assistant/ownership.py).
+    """
 
     def __init__(self, config: HomeAssistantConfig) -> None:
         self.config = config
@@ -175,44 +190,135 @@ class Registry:
         self.entities: dict[str, Entity] = {}
         self.version = 0  # bumped whenever entities come or go, for caches built from the registry
         self._by_topic: dict[str, list[tuple[Entity, str]]] | None = None
+        self.claims = Claims()
+        self._held: dict[tuple[str, str], Entity] = {}  # refused for a topic conflict, until the topic is freed
+        self._sources: dict[str, set[str]] = {}  # source -> ids of the entities admitted from it
+        self._reserved = [f"{config.service_topic}/"] if config.service_topic else []
+        if config.statestream_topic:
+            self._reserved.append(config.statestream_topic.rstrip("/") + "/")
         for entity_config in config.entities:
-            self.add(Entity.from_config(entity_config))
+            for conflict in self.add(Entity.from_config(entity_config)):
+                log.error("%s", conflict.message())  # config validation refuses these: only if bypassed
 
-    def add(self, entity: Entity) -> None:
-        """Add or replace an entity; hand-declared entities win over learned ones."""
+    def reserve(self, namespace: str) -> None:
+        """Never publish an entity command under `namespace` (e.g. the daemon's own `assistant/`)."""
+        self._reserved.append(namespace.rstrip("/") + "/")
+
+    def add(self, entity: Entity) -> list[Conflict]:
+        """Add or replace an entity; return the conflicts that kept it out (then it is held back).
+
+        Hand-declared entities win over learned ones with the same id; a learned one that
+        is ignored for that still claims its topics, so they are known to be taken.
+        """
+        self.claims.claim(entity.source, entity.entity_id, entity.command_topics())
         existing = self.entities.get(entity.entity_id)
-        if existing is not None and existing.source == "config" and entity.source != "config":
+        if existing is not None and existing.source == CONFIG and entity.source != CONFIG:
+            return []
+        conflicts = self.claims.conflicts(entity.source, entity.entity_id, entity.command_topics())
+        if conflicts:
+            self._held[(entity.source, entity.entity_id)] = entity
+            return conflicts
+        self._admit(entity)
+        return []
+
+    def _admit(self, entity: Entity) -> None:
+        existing = self.entities.get(entity.entity_id)
+        if existing is not None and existing.source == CONFIG and entity.source != CONFIG:
             return
         if existing is not None:  # keep what we already know of its state
             entity.state = entity.state or existing.state
             entity.attributes = {**existing.attributes, **entity.attributes}
+            self._sources.get(existing.source, set()).discard(existing.entity_id)
         self.entities[entity.entity_id] = entity
+        self._sources.setdefault(entity.source, set()).add(entity.entity_id)
+        self._changed()
+
+    def _changed(self) -> None:
         self._by_topic = None
         self.version += 1
 
+    def replace_source(self, source: str, entities: list[Entity]) -> list[Conflict]:
+        """Set what `source` (a discovery topic) announces now; return the conflicts found.
+
+        Claims that stay keep their place, so a config that is only sent again (Home
+        Assistant restarted) changes no topic's owner; topics it no longer claims are
+        freed, and entities held back for them are let in.
+        """
+        kept = {(topic, e.entity_id) for e in entities for topic in e.command_topics()}
+        released = self.claims.release(source, kept)
+        previous = {eid: self.entities.pop(eid) for eid in self._sources.pop(source, set())}
+        for entity_id in [eid for src, eid in self._held if src == source]:
+            del self._held[(source, entity_id)]
+        conflicts = []
+        for entity in entities:
+            if entity.entity_id in previous:  # what we knew of its state carries over
+                known = previous[entity.entity_id]
+                entity.state = entity.state or known.state
+                entity.attributes = {**known.attributes, **entity.attributes}
+            conflicts += self.add(entity)
+        for key, held in list(self._held.items()) if released else []:
+            freed = released & held.command_topics().keys()
+            if freed and not self.claims.conflicts(held.source, held.entity_id, held.command_topics()):
+                log.info("%s: its command topics are free now", held.entity_id)
+                del self._held[key]
+                self._admit(held)
+        self._changed()
+        return conflicts
+
     def remove_source(self, source: str) -> list[str]:
         """Forget every entity learned from `source` (a discovery topic); return their ids."""
-        gone = [eid for eid, e in self.entities.items() if e.source == source]
-        for entity_id in gone:
-            del self.entities[entity_id]
-        self._by_topic = None
-        self.version += 1
+        gone = sorted(self._sources.get(source, set()))
+        self.replace_source(source, [])
         return gone
+
+    def held(self) -> set[str]:
+        """Ids of entities refused for claiming another entity's command topic."""
+        return {entity_id for _source, entity_id in self._held}
 
     def is_exposed(self, entity_id: str) -> bool:
         """Whether the allowlist (`expose` globs) admits this entity id."""
         return any(fnmatch.fnmatchcase(entity_id, pattern) for pattern in self.expose_patterns)
 
     def exposed(self) -> list[Entity]:
-        """The entities the agent may see, sorted by id."""
-        return [e for _, e in sorted(self.entities.items()) if self.is_exposed(e.entity_id)]
+        """The entities the agent may see, sorted by id (none whose id a refused config claims)."""
+        held = self.held()
+        return [e for eid, e in sorted(self.entities.items()) if self.is_exposed(eid) and eid not in held]
 
     def get_exposed(self, entity_id: str) -> Entity:
         """Look up an entity the agent asked for; unknown and unexposed look the same."""
         entity = self.entities.get(entity_id)
-        if entity is None or not self.is_exposed(entity_id):
+        if entity is None or not self.is_exposed(entity_id) or entity_id in self.held():
             raise CommandError(f"no exposed entity {entity_id!r}")
         return entity
+
+    def check_command_topic(self, entity: Entity, topic: str) -> None:
+        """Raise CommandError unless `entity` may publish a command to `topic` now.
+
+        The last check before anything is sent: the topic must be a plain topic outside
+        the daemon's, the bridge's and discovery's own, one of this exposed entity's
+        command topics, and neither claimed nor read by any entity that is not exposed.
+        """
+        if not topic or any(c in topic for c in "+#\0"):
+            raise CommandError(f"refused: {topic!r} is not a topic to publish to")
+        if self._is_reserved(topic):
+            raise CommandError(f"refused: {topic!r} is reserved (the assistant's, the bridge's or discovery's)")
+        if not self.is_exposed(entity.entity_id) or entity.entity_id in self.held():
+            raise CommandError(f"no exposed entity {entity.entity_id!r}")
+        claimants = self.claims.claimants(topic)
+        if (entity.source, entity.entity_id) not in claimants:
+            raise CommandError(f"refused: {topic!r} is not a command topic of {entity.entity_id}")
+        readers = [e.entity_id for e, _key in self.topics().get(topic, [])]
+        readers += [e.entity_id for e in self._held.values() if topic in e.state_topics()]
+        hidden = [eid for eid in [eid for _src, eid in claimants] + readers if not self.is_exposed(eid)]
+        if hidden:
+            log.warning("refused to publish to %s for %s: %s also uses it", topic, entity.entity_id, hidden[0])
+            raise CommandError(f"refused: {topic!r} also belongs to an entity that is not exposed")
+
+    def _is_reserved(self, topic: str) -> bool:
+        if topic.startswith("$") or any(topic.startswith(ns) or topic == ns[:-1] for ns in self._reserved):
+            return True
+        prefix = self.config.discovery_prefix.rstrip("/") + "/"
+        return topic == prefix + "status" or (topic.startswith(prefix) and topic.endswith("/config"))
 
     def topics(self) -> dict[str, list[tuple[Entity, str]]]:
         """State topic -> (entity, topic key) pairs that read it."""
@@ -243,6 +349,8 @@ class Registry:
         domain, object_id, leaf = parts
         entity_id = f"{domain}.{object_id}"
         entity = self.entities.get(entity_id)
+        if entity is None and entity_id in self.held():
+            return None  # refused for its topics: not to be reached through the bridge either
         if entity is None:
             entity = Entity(entity_id, object_id.replace("_", " ").capitalize(), source="statestream")
             self.add(entity)

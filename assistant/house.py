@@ -15,6 +15,7 @@ from assistant.config import Config
 from assistant.discovery import DiscoveryError, discovery_topics, parse_discovery
 from assistant.homeassistant import Entity, Registry
 from assistant.mqtt import Message, MqttLink
+from assistant.ownership import Conflict
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ class House:
         self.registry = registry
         self.bridge = bridge
         self.status_topic = f"{self.ha.discovery_prefix}/status"
+        self.registry.reserve(config.mqtt.topic_prefix)  # no entity command may reach our own inputs
+        self._reported: set[tuple[str, str]] = set()  # (topic, claimant) conflicts already published
 
     def topics(self) -> list[str]:
         """Everything to subscribe to (state topics grow as entities are learned)."""
@@ -80,11 +83,22 @@ class House:
             return
         if update is None or update.source == discovery_topic(self.config):
             return
-        self.registry.remove_source(update.source)
-        for found in update.entities:
-            self.registry.add(
-                Entity(found.entity_id, found.name, [], found.area, dict(found.config), source=update.source)
-            )
+        entities = [
+            Entity(f.entity_id, f.name, [], f.area, dict(f.config), source=update.source) for f in update.entities
+        ]
+        self.report(self.registry.replace_source(update.source, entities))
         if update.entities:
             log.debug("learned %s from %s", [f.entity_id for f in update.entities], update.source)
         self.link.subscribe(self.registry.state_topics())
+
+    def report(self, conflicts: list[Conflict]) -> None:
+        """Log and publish event/error for each refused claim, once (retained configs are re-read often)."""
+        for conflict in conflicts:
+            if (conflict.topic, conflict.claimant) in self._reported:
+                continue
+            self._reported.add((conflict.topic, conflict.claimant))
+            message = conflict.message()
+            if not (self.registry.is_exposed(conflict.owner) and self.registry.is_exposed(conflict.claimant)):
+                message += "; nothing is published to that topic while an entity that is not exposed uses it"
+            log.warning("topic_conflict: %s", message)
+            self.link.event("error", {"id": None, "code": "topic_conflict", "message": message})

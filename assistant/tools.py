@@ -319,8 +319,11 @@ class HomeTools:
 
     async def _perform(self, tool: str, entity: Entity, action: str, params: dict[str, Any]) -> list[Action]:
         if entity.mqtt_native:
+            commands = mqtt_commands(entity, action, params)
+            for command in commands:  # every topic is checked before anything is sent
+                self.registry.check_command_topic(entity, command.topic)
             done = []
-            for command in mqtt_commands(entity, action, params):
+            for command in commands:
                 done.append(action_from_delivery(tool, entity.entity_id, command, await self.publish(command)))
                 if done[-1].ok is not True:
                     break  # the rest of the action waits for a confirmed first step

@@ -167,3 +167,103 @@ def test_cli_reports_toml_syntax_and_missing_file(tmp_path: Path) -> None:
         )
         assert result.returncode == 2
         assert result.stderr.startswith(f"config: {target}")
+
+
+def test_unknown_entity_keys_are_named_with_a_suggestion() -> None:
+    lines = problems(
+        {
+            "homeassistant": {
+                "entities": [
+                    {"entity_id": "light.kitchen", "comand_topic": "k/set", "cmd_t": "k/set", "bogus": "red"},
+                    {"entity_id": "switch.fan", "command_topic": "f/set", "payload_onn": "1"},
+                ]
+            }
+        }
+    )
+    assert lines == [
+        "homeassistant.entities[0].comand_topic: unknown key (did you mean command_topic?)",
+        "homeassistant.entities[0].cmd_t: unknown key (did you mean command_topic?)",
+        "homeassistant.entities[0].bogus: unknown key",
+        "homeassistant.entities[1].payload_onn: unknown key (did you mean payload_on?)",
+    ]
+
+
+def test_home_assistant_keys_without_abbreviation_are_accepted() -> None:
+    entity = {
+        "entity_id": "light.hall",
+        "name": "Hall",
+        "aliases": ["corridor"],
+        "area": "Hall",
+        "unique_id": "hall-1",
+        "schema": "json",
+        "brightness": True,
+        "brightness_scale": 254,
+        "supported_color_modes": ["color_temp"],
+        "command_topic": "z2m/hall/set",
+        "state_topic": "z2m/hall",
+        "qos": 1,
+        "retain": False,
+        "availability": [{"topic": "z2m/bridge/state"}],
+        "device": {"identifiers": ["z2m_1"], "name": "Hall"},
+    }
+    climate = {"entity_id": "climate.living", "temperature_command_topic": "c/t", "precision": 0.5, "temp_step": 0.5}
+    config = parse_config({"homeassistant": {"entities": [entity, climate]}}, KEY_ENV)
+    assert config.homeassistant.entities[0].mqtt["schema"] == "json"
+
+
+def test_hand_declared_entities_cannot_share_a_command_topic() -> None:
+    entities = [
+        {"entity_id": "light.kitchen", "command_topic": "k/set"},
+        {"entity_id": "lock.front_door", "command_topic": "door/set"},
+        {"entity_id": "switch.fan", "command_topic": "f/set"},
+        {"entity_id": "light.evil", "command_topic": "door/set"},
+        {"entity_id": "cover.blind", "command_topic": "b/set", "set_position_topic": "k/set"},
+        {"entity_id": "light.desk", "command_topic": "d/set", "brightness_command_topic": "d/set"},
+    ]
+    assert problems({"homeassistant": {"entities": entities}}) == [
+        "homeassistant.entities[3].command_topic: already used by lock.front_door (topic 'door/set')",
+        "homeassistant.entities[4].set_position_topic: already used by light.kitchen (topic 'k/set')",
+    ]
+
+
+def test_a_command_topic_must_be_publishable() -> None:
+    entities = [
+        {"entity_id": "light.a", "command_topic": "lights/+/set"},
+        {"entity_id": "light.b", "command_topic": ""},
+        {"entity_id": "light.c", "command_topic": "ok", "brightness_command_topic": 5},
+    ]
+    assert problems({"homeassistant": {"entities": entities}}) == [
+        "homeassistant.entities[0].command_topic: must be a topic to publish to: text, without + or #",
+        "homeassistant.entities[1].command_topic: must be a topic to publish to: text, without + or #",
+        "homeassistant.entities[2].brightness_command_topic: must be a topic to publish to: text, without + or #",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("entities", "expected"),
+    [
+        (
+            '[[homeassistant.entities]]\nentity_id = "light.kitchen"\ncomand_topic = "k/set"\n',
+            "homeassistant.entities[0].comand_topic: unknown key (did you mean command_topic?)",
+        ),
+        (
+            '[[homeassistant.entities]]\nentity_id = "lock.front_door"\ncommand_topic = "door/set"\n'
+            '[[homeassistant.entities]]\nentity_id = "light.evil"\ncommand_topic = "door/set"\n',
+            "homeassistant.entities[1].command_topic: already used by lock.front_door (topic 'door/set')",
+        ),
+    ],
+)
+def test_cli_exits_2_on_entity_key_problems(tmp_path: Path, entities: str, expected: str) -> None:
+    path = tmp_path / "entities.toml"
+    path.write_text(entities)
+    for command in ("check", "run"):
+        result = subprocess.run(
+            [sys.executable, "-m", "assistant", command, "--config", str(path)],
+            capture_output=True,
+            text=True,
+            env={"OPENAI_API_KEY": "x", "PATH": "/usr/bin:/bin"},
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines() == [expected]
