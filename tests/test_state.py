@@ -26,10 +26,10 @@ def test_a_spoken_request_goes_round_and_rests() -> None:
 def test_barge_in_goes_to_listening_not_idle() -> None:
     """The wake word during a reply: the published state says listening, and the listener takes
     the new request (it used to say idle while the device listened)."""
-    machine, seen = run([E.WAKE, E.UTTERANCE, E.ANSWER, E.SPEAK, E.WAKE])
+    machine, _ = run([E.WAKE, E.UTTERANCE, E.ANSWER, E.SPEAK, E.WAKE])
     assert machine.state is S.LISTENING
     assert machine.hearing() is Hearing.REQUEST
-    machine.handle(E.CANCEL)  # ... and the cancelled turn ending does not undo that
+    machine.handle(E.DONE)  # ... and the interrupted turn ending does not undo that
     assert machine.state is S.LISTENING
 
 
@@ -69,7 +69,7 @@ def test_mute_while_listening_stops_listening() -> None:
 
 
 def test_muted_device_still_speaks_text_requests() -> None:
-    machine, seen = run([E.START, E.SPEAK, E.DONE], muted=True)
+    _, seen = run([E.START, E.SPEAK, E.DONE], muted=True)
     assert seen == [S.THINKING, S.SPEAKING, S.MUTED]
 
 
