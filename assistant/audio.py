@@ -53,6 +53,16 @@ def find_device(spec: str | int | None, kind: str) -> int | None:
     raise AudioError(f"audio.{kind}_device: no {kind} device matches {spec!r}")
 
 
+def device_name(spec: str | int | None, kind: str) -> str:
+    """The device that `spec` selects (the system default when unset); AudioError if there is none."""
+    index = find_device(spec, kind)
+    try:
+        info = sd.query_devices(kind=kind) if index is None else sd.query_devices(index, kind)
+    except sd.PortAudioError:
+        raise AudioError(f"no {kind} device: the system has none (or no default one)") from None
+    return str(info["name"])
+
+
 def list_devices() -> str:
     """A readable table of the audio devices, defaults marked."""
     return str(sd.query_devices())

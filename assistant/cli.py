@@ -212,7 +212,7 @@ def file_permission_warnings(config: Config, path: Path, env: Mapping[str, str])
 
 
 async def _check(config: Config, args: argparse.Namespace) -> int:
-    from assistant.audio import AudioError, find_device, list_devices
+    from assistant.audio import AudioError, device_name, list_devices
     from assistant.config import find_config_file
     from assistant.homeassistant import Registry
     from assistant.mqtt import MqttError, MqttLink
@@ -225,12 +225,19 @@ async def _check(config: Config, args: argparse.Namespace) -> int:
         print(f"permissions: FAILED: {warning}")
     try:
         print(list_devices())
-        find_device(config.audio.input_device, "input")
-        find_device(config.audio.output_device, "output")
-        print("audio: ok")
-    except (AudioError, OSError) as error:
-        ok = False
-        print(f"audio: FAILED: {error}")
+    except OSError as error:  # PortAudio itself could not start
+        print(f"audio: cannot list devices: {error}")
+    needs = {"input": config.wake.mode != "mqtt", "output": config.tts.engine != "none"}
+    for kind, spec in (("input", config.audio.input_device), ("output", config.audio.output_device)):
+        try:
+            print(f"audio {kind}: ok ({device_name(spec, kind)})")
+        except (AudioError, OSError) as error:
+            if needs[kind]:
+                ok = False
+                print(f"audio {kind}: FAILED: {error}")
+            else:
+                why = "wake.mode is mqtt: listen requests will fail" if kind == "input" else "tts.engine is none"
+                print(f"audio {kind}: none ({error}); not needed, {why}")
     link = MqttLink(config.mqtt, config.topic_root, will=False)
     try:
         await link.start(timeout=5)

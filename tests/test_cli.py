@@ -38,11 +38,38 @@ def test_check_reports_every_part(tmp_path: Path, mqtt_broker: Broker, fake: Fak
     result = run_cli(["check", "--config", str(config)], daemon_env(pulse.env, OPENAI_API_KEY="test-key"))
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    for line in ("config: ok", "audio: ok", "mqtt: ok", "stt: ok", "agent: ok", "tts: ok"):
+    for line in ("config: ok", "audio input: ok", "audio output: ok", "mqtt: ok", "stt: ok", "agent: ok", "tts: ok"):
         assert line in out
     assert "exposed light.kitchen" in out
     assert "hidden  lock.front_door" in out
     assert "test-key" not in out + result.stderr
+
+
+NO_MICROPHONE_ALSA = """
+defaults.pcm.card 0
+defaults.pcm.device 0
+defaults.ctl.card 0
+pcm.!default { type asym playback.pcm { type null } }
+"""
+
+
+def test_check_says_when_there_is_no_microphone(
+    tmp_path: Path, mqtt_broker: Broker, fake: FakeOpenAI, pulse: PulseAudio
+) -> None:
+    """A Pi with a speaker and no microphone: a failure when the wake mode needs one, a note when not."""
+    alsa = tmp_path / "alsa.conf"
+    alsa.write_text(NO_MICROPHONE_ALSA)
+    env = daemon_env(pulse.env, OPENAI_API_KEY="test-key", ALSA_CONFIG_PATH=str(alsa))
+    config, _ns = config_for(tmp_path, mqtt_broker.port, fake)
+    result = run_cli(["check", "--config", str(config)], env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "audio input: FAILED: no input device" in result.stdout
+    assert "audio output: ok" in result.stdout
+    config, _ns = config_for(tmp_path, mqtt_broker.port, fake, wake={"mode": "mqtt"})
+    result = run_cli(["check", "--config", str(config)], env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "audio input: none (no input device" in result.stdout
+    assert "not needed, wake.mode is mqtt" in result.stdout
 
 
 def test_check_fails_on_wrong_key_and_dead_broker(tmp_path: Path, fake: FakeOpenAI, pulse: PulseAudio) -> None:
