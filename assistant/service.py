@@ -29,10 +29,10 @@ from assistant.audio import Microphone, SoundCard
 from assistant.bridge import ServiceBridge
 from assistant.config import Config, ConfigError, load_config
 from assistant.delivery import Delivery
+from assistant.fastpath import FastMatch, FastPath
 from assistant.homeassistant import Command, Registry
 from assistant.house import House
 from assistant.images import ImageMaker, ImagePublisher, ImageRequest, parse_image_request
-from assistant.intents import FastMatch, FastPath
 from assistant.listener import Listener
 from assistant.mqtt import Message, MqttLink
 from assistant.payloads import BadRequest, Request, new_id, parse_signal, parse_switch, parse_text_request

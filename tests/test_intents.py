@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from assistant.config import EntityConfig, HomeAssistantConfig
+from assistant.fastpath import FastMatch, FastPath, resolve_language
+from assistant.fastpath.language import load_language
 from assistant.homeassistant import Entity, Registry
-from assistant.intents import FastMatch, FastPath, _load_language, resolve_language
 
 HIDDEN = ("light.garage", "cover.gate", "switch.server")  # declared but not exposed
 
@@ -235,7 +236,7 @@ def test_languages(registry: Registry, caplog: pytest.LogCaptureFixture) -> None
     assert resolve_language("de-CH") == "de-CH"
     assert resolve_language("pt-br") == "pt-BR"
     assert resolve_language("tlh") is None
-    with caplog.at_level(logging.WARNING, logger="assistant.intents"):
+    with caplog.at_level(logging.WARNING, logger="assistant.fastpath"):
         klingon = FastPath(registry, "tlh")
     assert not klingon.enabled
     assert klingon.match("turn on the kitchen light") is None
@@ -270,7 +271,7 @@ def test_new_entities_become_matchable(registry: Registry) -> None:
 
 
 def test_speed(registry: Registry, capsys: pytest.CaptureFixture[str]) -> None:
-    _load_language.cache_clear()
+    load_language.cache_clear()
     start = time.perf_counter()
     fast = FastPath(registry, "en")
     loaded = time.perf_counter()
@@ -317,7 +318,7 @@ import json, sys, time
 from pathlib import Path
 from assistant.config import EntityConfig, HomeAssistantConfig
 from assistant.homeassistant import Registry
-from assistant.intents import FastPath
+from assistant.fastpath import FastPath
 
 def status(key):
     for line in Path("/proc/self/status").read_text().splitlines():

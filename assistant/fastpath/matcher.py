@@ -1,0 +1,167 @@
+"""Recognition and ranking: an utterance to at most one confident command, or None.
+
+hassil may read an utterance several ways (a name or an area, one entity or a domain);
+each reading is resolved against the registry, the best-ranked ones are kept, and
+anything ambiguous goes to the chat agent instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from assistant.fastpath.index import Index, area_key, build_index, device_class
+from assistant.fastpath.language import Language, load_language, resolve_language, words
+from assistant.fastpath.mapping import INTENT_DOMAINS, Call, Plan, step
+from assistant.fastpath.phrases import speech
+from assistant.homeassistant import Registry
+
+if TYPE_CHECKING:
+    from hassil import RecognizeResult
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 200  # longer than any command; not worth matching
+MAX_RESULTS = 64  # recognition results looked at per utterance
+UNKNOWN_AREA = "\x00unknown-area"  # the "here" of "turn off the lights" when the device has no area
+
+
+@dataclass(frozen=True)
+class FastMatch:
+    """A recognised command: the tool calls to run in order and what to say."""
+
+    intent: str
+    calls: list[Call]
+    speech: str
+
+
+class FastPath:
+    """Recognise common commands locally; `match` gives tool calls or None (ask the agent)."""
+
+    def __init__(self, registry: Registry, language: str = "en", *, area: str | None = None) -> None:
+        """`area` is the device's own room: the "here" of "turn off the lights"."""
+        self.registry = registry
+        self.area = area.strip() if area and area.strip() else None
+        self.language: str | None = None  # as home-assistant-intents names it, if it has the language
+        self._lang: Language | None = None
+        try:
+            self.language = resolve_language(language)
+            self._lang = load_language(self.language) if self.language else None
+        except Exception:  # the fast path is optional: never stop the daemon over it
+            log.exception("cannot load the local command sentences for %r", language)
+        if self._lang is None:
+            log.warning("no local command sentences for language %r: the fast path is off", language)
+        self._index: Index | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a language was loaded (otherwise `match` always gives None)."""
+        return self._lang is not None
+
+    def match(self, text: str) -> FastMatch | None:
+        """The command in `text`, if it is confidently one supported command on exposed entities."""
+        lang = self._lang
+        text = text.strip()
+        if lang is None or not text or len(text) > MAX_TEXT_CHARS:
+            return None
+        index = self._current_index()
+        if not index.exposed:
+            return None
+        from hassil import recognize_all
+
+        here = area_key(self.area) or UNKNOWN_AREA
+        context = {"area": {"value": here, "text": self.area or ""}}
+        best: list[Plan] = []
+        try:
+            results = recognize_all(text, lang.intents, slot_lists=index.slot_lists, intent_context=context)
+            for count, result in enumerate(results):
+                if count >= MAX_RESULTS:
+                    break
+                plan = self._plan(text, result, index, lang)
+                if plan is None:
+                    continue
+                if not best or plan.rank > best[0].rank:
+                    best = [plan]
+                elif plan.rank == best[0].rank:
+                    best.append(plan)
+        except Exception:  # a bug here must only cost the shortcut, not the answer
+            log.exception("fast path failed on %r", text)
+            return None
+        if not best:
+            return None
+        if len({plan.signature for plan in best}) > 1:
+            log.debug("fast path: %r is ambiguous: %s", text, [plan.calls for plan in best])
+            return None
+        plan = best[0]
+        if not all(self.registry.is_exposed(args["entity_id"]) for _tool, args in plan.calls):
+            return None  # cannot happen: the slot lists hold exposed entities only
+        match = FastMatch(plan.intent, plan.calls, speech(plan, lang))
+        log.debug("fast path: %r -> %s %s", text, match.intent, match.calls)
+        return match
+
+    def _current_index(self) -> Index:
+        if self._index is None or self._index.version != self.registry.version:
+            self._index = build_index(self.registry, self.area)
+        return self._index
+
+    def _plan(self, text: str, result: RecognizeResult, index: Index, lang: Language) -> Plan | None:
+        """Resolve one recognition result to tool calls, or None if it does not fit the home."""
+        if not _says_more_than_names(text, result, lang.filler):
+            return None  # a bare "kitchen light" is a mention, not a command
+        intent = result.intent.name
+        slots = result.entities
+        name = slots.get("name")
+        area_slot = slots.get("area")
+        wanted_area: str | None = None
+        if area_slot is not None and area_slot.value != UNKNOWN_AREA:
+            wanted_area = str(area_slot.value)
+        if name is not None:
+            entity = index.exposed.get(str(name.value))
+            if entity is None or (wanted_area is not None and area_key(entity.area) != wanted_area):
+                return None
+            candidates = [entity]
+            label = str((name.metadata or {}).get("label") or entity.name)
+        else:
+            domain = slots.get("domain")
+            domains = {str(domain.value)} if domain is not None else INTENT_DOMAINS.get(intent, set())
+            candidates = [e for e in index.exposed.values() if e.domain in domains]
+            class_slot = slots.get("device_class")
+            if class_slot is not None:
+                candidates = [e for e in candidates if device_class(e) == class_slot.value]
+            if wanted_area is not None:
+                candidates = [e for e in candidates if area_key(e.area) == wanted_area]
+            elif area_slot is not None and len(candidates) != 1:
+                return None  # "here" with no known area: only when the home has just one such device
+            label = None
+        steps = [(entity, found) for entity in candidates if (found := step(intent, entity, slots)) is not None]
+        if not steps or (name is not None and len(steps) != len(candidates)):
+            return None
+        area = index.areas.get(wanted_area) if wanted_area else None
+        spoken_name = len(name.text) if name is not None else 0
+        return Plan(
+            result=result,
+            targets=[entity for entity, _step in steps],
+            calls=[call for _entity, (call, _action) in steps],
+            action=steps[0][1][1],
+            label=label,
+            area=area,
+            rank=(int(name is not None), spoken_name),  # entity names beat areas; longer names win
+        )
+
+
+def _says_more_than_names(text: str, result: RecognizeResult, filler: Iterable[str]) -> bool:
+    """Whether the utterance has a word besides the entity/area names, articles and politeness."""
+    for slot in ("name", "area"):
+        entity = result.entities.get(slot)
+        if entity is None or not entity.text:
+            continue
+        span = getattr(entity, "text_span", None)  # hassil >= 3.12: where in `text` it was said
+        if span is not None:
+            start, end = span
+            text = text[:start] + " " * (end - start) + text[end:]
+        else:
+            text = re.sub(re.escape(entity.text.strip()), " ", text, count=1, flags=re.IGNORECASE)
+    return bool(set(words(text)) - set(filler))
