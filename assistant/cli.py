@@ -7,7 +7,9 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +25,8 @@ if TYPE_CHECKING:  # the service pulls in sounddevice, which `--help` and config
 log = logging.getLogger("assistant")
 
 EXIT_FAILURE, EXIT_CONFIG = 1, 2
+SETTLE_ROUNDS = 4  # at most, before a one-off turn: retained discovery configs, then the states they name
+SETTLE_TIMEOUT_S = 5.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,22 +110,74 @@ async def _ask(config: Config, args: argparse.Namespace) -> int:
     from assistant.service import APOLOGY, Assistant, describe_reply
 
     assistant = Assistant(config, daemon=False)
-    try:
-        await _connect_for_turn(assistant)
+    async with _house_for_turn(assistant):
         reply = await assistant.answer(" ".join(args.text), new_id(), None, speak=args.speak)
-    finally:
-        assistant.link.stop()
     print(describe_reply(reply))
     return EXIT_FAILURE if reply.text == APOLOGY else 0
 
 
-async def _connect_for_turn(assistant: Assistant) -> None:
-    """Connect to the broker and give retained entity states a moment to arrive."""
-    assistant.link.subscribe(assistant.house.topics())
-    await assistant.link.start(timeout=10)
-    await asyncio.sleep(0.3)
-    while not assistant.link.messages.empty():
-        assistant.on_message(assistant.link.messages.get_nowait())
+@asynccontextmanager
+async def _house_for_turn(assistant: Assistant) -> AsyncIterator[None]:
+    """Connected to the broker, with what it holds retained read, for one CLI turn.
+
+    The house's MQTT messages are handled as they arrive for as long as the turn lasts,
+    as the daemon's dispatcher does: the service bridge's answer comes back while the
+    agent waits for it. Before the turn starts, everything retained on our subscriptions
+    has been read: see `_read_retained`.
+    """
+    link = assistant.link
+    marker = f"{assistant.root}/cli/{uuid.uuid4().hex[:12]}"
+    echoes: asyncio.Queue[bytes] = asyncio.Queue()
+    link.subscribe([*assistant.house.topics(), marker])
+    reader: asyncio.Task[None] | None = None
+    try:
+        await link.start(timeout=10)
+        reader = asyncio.create_task(_handle_messages(assistant, marker, echoes))
+        await _read_retained(assistant, marker, echoes)
+        yield
+    finally:
+        if reader is not None:
+            reader.cancel()
+        link.stop()
+
+
+async def _handle_messages(assistant: Assistant, marker: str, echoes: asyncio.Queue[bytes]) -> None:
+    """Route every incoming message (entity states, discovery, bridge results) until cancelled."""
+    while True:
+        message = await assistant.link.messages.get()
+        if message.topic == marker:
+            echoes.put_nowait(message.payload)
+            continue
+        try:
+            assistant.on_message(message)
+        except Exception:  # one bad message must not end the turn's reader
+            log.exception("handling a message on %s failed", message.topic)
+
+
+async def _read_retained(assistant: Assistant, marker: str, echoes: asyncio.Queue[bytes]) -> None:
+    """Until the broker has sent what it holds retained for every topic we subscribe to.
+
+    The broker serves one client in order: a marker we publish to ourselves after
+    subscribing comes back after the retained messages of those subscriptions, and our
+    reader has handled them by the time it sees the marker. Discovery configs read on the
+    way add state topics, so we go round again until no new subscription was made.
+    """
+    link = assistant.link
+    for attempt in range(1, SETTLE_ROUNDS + 1):
+        subscribed = set(link.subscriptions)
+        token = str(attempt).encode()
+        link.publish(marker, token, qos=1)
+        try:
+            async with asyncio.timeout(SETTLE_TIMEOUT_S):
+                while await echoes.get() != token:
+                    pass
+        except TimeoutError:
+            log.warning(
+                "the broker did not echo %s within %.0f s: entity states may be missing", marker, SETTLE_TIMEOUT_S
+            )
+            return
+        if link.subscriptions == subscribed:
+            return
 
 
 async def _say(config: Config, args: argparse.Namespace) -> int:
@@ -183,11 +239,8 @@ async def _listen(config: Config, args: argparse.Namespace) -> int:
         assert utterance is not None
         audio = utterance.audio
     assistant = Assistant(config, daemon=False)
-    try:
-        await _connect_for_turn(assistant)
+    async with _house_for_turn(assistant):
         text, reply = await assistant.voice_turn(VoiceTurn(audio, rate))
-    finally:
-        assistant.link.stop()
     print(f"heard: {text}")
     if reply is not None:
         print(describe_reply(reply))

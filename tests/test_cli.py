@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
 from daemon import ENTITIES, base_sections, daemon_env, run_cli, write_config
 from fake_openai import ChatReply, FakeOpenAI
+from ha_standin import BridgeStandIn, Entity
 from support import Broker, MqttRecorder, PulseAudio, SpeakerRecorder, SpeechFactory, correlate, free_port, read_wav
 
 from assistant import __version__
@@ -183,3 +186,112 @@ def test_check_flags_secrets_readable_by_others(
     result = run_cli(["check", "--config", str(config)], env)
     assert "permissions:" not in result.stdout
     assert result.returncode == 0, result.stdout
+
+
+def bridge_config(
+    tmp_path: Path, broker_port: int, fake: FakeOpenAI, ha: dict[str, Any] | None = None, **sections: dict[str, Any]
+) -> tuple[Path, str]:
+    """A house whose garden lights are not MQTT-native: their state comes from statestream,
+    commands go through the service bridge."""
+    site = f"t{uuid.uuid4().hex[:8]}"
+    stream = f"ss{site}"
+    bridge = {"statestream_topic": stream, "service_topic": "assistant/service", "discovery_prefix": f"dp{site}"}
+    sections["homeassistant"] = bridge | (ha or {})
+    config, _ns = config_for(tmp_path, broker_port, fake, device={"site_id": site}, **sections)
+    return config, stream
+
+
+def test_ask_through_the_bridge_reports_its_answer(
+    tmp_path: Path, mqtt_broker: Broker, mqtt: MqttRecorder, fake: FakeOpenAI, pulse: PulseAudio
+) -> None:
+    config, stream = bridge_config(tmp_path, mqtt_broker.port, fake)
+    mqtt.publish(f"{stream}/light/garden/state", "off", retain=True)
+    mqtt.publish(f"{stream}/light/garden/friendly_name", '"Garden lights"', retain=True)
+    home_assistant = BridgeStandIn(mqtt_broker.host, mqtt_broker.port, {"light.garden": Entity()})
+    env = daemon_env(pulse.env, OPENAI_API_KEY="test-key")
+    try:
+        fake.script = [
+            ChatReply(tool_calls=[("turn_on", {"entity_id": "light.garden"})]),
+            ChatReply(text="The garden lights are on."),
+        ]
+        result = run_cli(["ask", "--config", str(config), "turn on the garden lights"], env)
+        assert result.returncode == 0, result.stderr
+        reply, action = result.stdout.splitlines()[:2]
+        assert reply == "The garden lights are on."
+        assert json.loads(action.removeprefix("  action: "))["ok"] is True, result.stdout
+        assert home_assistant.performed == [{"action": "light.turn_on", "entity_id": "light.garden", "data": {}}]
+        tool_result = fake.of("chat/completions")[1].json["messages"][-1]  # type: ignore[index]
+        assert tool_result["role"] == "tool" and '"result": "done"' in tool_result["content"]
+        # Home Assistant no longer has the entity: the bridge says so, and so does the CLI
+        del home_assistant.entities["light.garden"]
+        fake.script = [
+            ChatReply(tool_calls=[("turn_on", {"entity_id": "light.garden"})]),
+            ChatReply(text="I could not reach the garden lights."),
+        ]
+        result = run_cli(["ask", "--config", str(config), "turn on the garden lights"], env)
+        assert result.returncode == 0, result.stderr
+        action = json.loads(result.stdout.splitlines()[1].removeprefix("  action: "))
+        assert action["ok"] is False and action["error"] == "Home Assistant has no entity light.garden"
+        assert len(home_assistant.performed) == 1
+    finally:
+        home_assistant.close()
+
+
+def test_listen_through_the_bridge_reports_its_answer(
+    tmp_path: Path, mqtt_broker: Broker, mqtt: MqttRecorder, fake: FakeOpenAI, pulse: PulseAudio, speech: SpeechFactory
+) -> None:
+    config, stream = bridge_config(tmp_path, mqtt_broker.port, fake, tts={"engine": "none"})
+    mqtt.publish(f"{stream}/light/garden/state", "on", retain=True)
+    home_assistant = BridgeStandIn(mqtt_broker.host, mqtt_broker.port, {"light.garden": Entity(state="on")})
+    try:
+        fake.transcript = "switch off the garden lights"
+        fake.script = [ChatReply(tool_calls=[("turn_off", {"entity_id": "light.garden"})]), ChatReply(text="Done.")]
+        result = run_cli(
+            ["listen", "--config", str(config), "--file", str(speech("switch off the garden lights"))],
+            daemon_env(pulse.env, OPENAI_API_KEY="test-key"),
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[:2] == ["heard: switch off the garden lights", "Done."]
+        assert json.loads(result.stdout.splitlines()[2].removeprefix("  action: "))["ok"] is True, result.stdout
+        assert home_assistant.performed == [{"action": "light.turn_off", "entity_id": "light.garden", "data": {}}]
+    finally:
+        home_assistant.close()
+
+
+def test_ask_reports_a_bridge_that_does_not_answer(
+    tmp_path: Path, mqtt_broker: Broker, mqtt: MqttRecorder, fake: FakeOpenAI, pulse: PulseAudio
+) -> None:
+    config, stream = bridge_config(tmp_path, mqtt_broker.port, fake, {"bridge_timeout_s": 1})
+    mqtt.publish(f"{stream}/light/garden/state", "off", retain=True)
+    fake.script = [
+        ChatReply(tool_calls=[("turn_on", {"entity_id": "light.garden"})]),
+        ChatReply(text="Home Assistant did not answer."),
+    ]
+    result = run_cli(
+        ["ask", "--config", str(config), "turn on the garden lights"], daemon_env(pulse.env, OPENAI_API_KEY="test-key")
+    )
+    assert result.returncode == 0, result.stderr
+    action = json.loads(result.stdout.splitlines()[1].removeprefix("  action: "))
+    assert action["ok"] is False
+    assert action["error"] == "no answer from Home Assistant on assistant/service/result within 1 s"
+    assert mqtt.wait_for("assistant/service").json()["entity_id"] == "light.garden"
+
+
+def test_ask_reads_states_of_entities_learned_from_discovery(
+    tmp_path: Path, mqtt_broker: Broker, mqtt: MqttRecorder, fake: FakeOpenAI, pulse: PulseAudio
+) -> None:
+    """The discovery config is retained, and so is the state on the topic it names: the turn
+    starts only once both have been read."""
+    config, _stream = bridge_config(tmp_path, mqtt_broker.port, fake)
+    prefix = config.read_text().split('discovery_prefix = "')[1].split('"')[0]
+    light = {"name": "Porch light", "uniq_id": "porch1", "cmd_t": f"{prefix}/porch/set", "stat_t": f"{prefix}/porch"}
+    mqtt.publish(f"{prefix}/light/porch1/config", json.dumps(light), retain=True)
+    mqtt.publish(f"{prefix}/porch", "ON", retain=True)
+    fake.script = [ChatReply(text="The porch light is on.")]
+    result = run_cli(
+        ["ask", "--config", str(config), "is the porch light on"], daemon_env(pulse.env, OPENAI_API_KEY="test-key")
+    )
+    assert result.returncode == 0, result.stderr
+    system = fake.of("chat/completions")[0].json["messages"][0]["content"]  # type: ignore[index]
+    porch = next(line for line in system.splitlines() if "light.porch_light" in line)
+    assert '"state": "on"' in porch, porch

@@ -10,7 +10,7 @@ from typing import Any
 
 from daemon import Daemon, base_sections
 from fake_openai import ChatReply, FakeOpenAI
-from ha_standin import BridgeStandIn
+from ha_standin import BridgeStandIn, Entity
 from support import Broker, MqttRecorder, PulseAudio, SpeechFactory
 
 StartDaemon = Callable[..., tuple[Daemon, str]]
@@ -138,7 +138,14 @@ def test_service_bridge_round_trip_and_refusal(
     sections["homeassistant"] |= {"statestream_topic": stream, "service_topic": "assistant/service", "expose": ["*"]}
     mqtt.publish(f"{stream}/climate/living_room/state", "off", retain=True)
     mqtt.publish(f"{stream}/lock/garden_gate/state", "locked", retain=True)
-    home_assistant = BridgeStandIn(mqtt_broker.host, mqtt_broker.port)
+    home_assistant = BridgeStandIn(
+        mqtt_broker.host,
+        mqtt_broker.port,
+        {
+            "climate.living_room": Entity(state="off", attributes={"hvac_modes": ["off", "heat"]}),
+            "lock.garden_gate": Entity(state="locked"),
+        },
+    )
     try:
         _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
         fake.script = [
