@@ -15,10 +15,10 @@ import openai
 
 from assistant import __version__
 from assistant.config import Config, ConfigError, load_config
-from assistant.mqtt import MqttError
+from assistant.mqtt import MqttError, MqttLink
 
 if TYPE_CHECKING:  # the service pulls in sounddevice, which `--help` and config errors need not
-    from assistant.service import Assistant
+    from assistant.service import Assistant, Turn
 
 log = logging.getLogger("assistant")
 
@@ -93,12 +93,18 @@ async def _run(config: Config, args: argparse.Namespace) -> int:
     from assistant.service import Assistant
 
     path = find_config_file(args.config, os.environ)
+    carried: list[Turn] = []
+    link: MqttLink | None = None
     while True:
-        assistant = Assistant(config, config_path=path)
+        assistant = Assistant(config, config_path=path, link=link)
+        assistant.take_over(carried)
         code = await assistant.run()
         if assistant.next_config is None:
             return code
-        config = assistant.next_config  # SIGHUP with a valid config: start again with it
+        # SIGHUP with a valid config: start again with it; requests not yet answered (and the
+        # broker connection, when [mqtt] is unchanged) go along.
+        carried, link = assistant.unfinished_turns(), assistant.kept_link()
+        config = assistant.next_config
 
 
 async def _ask(config: Config, args: argparse.Namespace) -> int:
