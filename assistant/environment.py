@@ -96,6 +96,22 @@ def setting_kind(path: list[str], model: type[BaseModel] = Config) -> Kind:
     return "text" if all(_is_text(member) for member in members) else "typed"
 
 
+def secret_settings(model: type[BaseModel] = Config, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every secret setting's path, e.g. ("openai", "api_key"), ("mqtt", "password")."""
+    paths = []
+    for name, field in model.model_fields.items():
+        members = _members(field.annotation)
+        if SecretStr in members:
+            paths.append((*prefix, name))
+        paths += [
+            path
+            for member in members
+            if isinstance(member, type) and issubclass(member, BaseModel)
+            for path in secret_settings(member, (*prefix, name))
+        ]
+    return paths
+
+
 def _typed_value(raw: str) -> Any:
     """Read an override as a TOML value (numbers, booleans, arrays), else as a string."""
     try:
