@@ -105,7 +105,7 @@ async def _run(config: Config, args: argparse.Namespace) -> int:
             return code
         # SIGHUP with a valid config: start again with it; requests not yet answered (and the
         # broker connection, when [mqtt] is unchanged) go along.
-        carried, link = assistant.unfinished_turns(), assistant.kept_link()
+        carried, link = assistant.unfinished_turns(), assistant.kept_link
         config = assistant.next_config
 
 

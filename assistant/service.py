@@ -50,6 +50,7 @@ FAST_PATH_FAILED = "Sorry, that did not work."
 EXIT_CREDENTIALS = 3  # systemd: RestartPreventExitStatus, a rejected key will not fix itself
 STOP_STACKS_AFTER_S = 8.0
 STOP_TASKS_TIMEOUT_S = 5.0
+STOPPING = "the assistant is stopping; this request was not handled"
 FINISH_REPLY_S = 10.0  # SIGTERM lets the current reply finish for this long (TimeoutStopSec is 20)
 AUDIO_STALL_S = 10.0  # no microphone frames for this long: the watchdog is not petted
 ECHO_TAIL_S = 0.25  # ignore the microphone briefly after speaking: the room still rings
@@ -102,7 +103,7 @@ class Assistant:
     ) -> None:
         """`daemon=False` (one-off CLI turns) neither announces status nor publishes state.
 
-        `link`: the connection of the instance before a reload, already up (see `kept_link`).
+        `link`: the connection of the instance before a reload, still up (see `kept_link`).
         """
         env = os.environ if env is None else env
         self.env = env
@@ -150,6 +151,7 @@ class Assistant:
         self.exit_code = 0
         self.config_path = config_path
         self.next_config: Config | None = None  # set by a valid SIGHUP reload
+        self.kept_link: MqttLink | None = None  # after a reload: the connection the next instance takes over
 
     # --- outputs -------------------------------------------------------------
 
@@ -570,6 +572,9 @@ class Assistant:
         if self.config_path is None:
             log.warning("SIGHUP: no config file to reload")
             return
+        if self.stopping.is_set() and self.next_config is None:
+            log.warning("SIGHUP: already stopping; not reloading")
+            return
         try:
             self.next_config = load_config(self.config_path, self.env)
         except ConfigError as error:
@@ -658,7 +663,10 @@ class Assistant:
             if watchdog_usec and self.env.get("WATCHDOG_PID", str(os.getpid())) == str(os.getpid()):
                 coroutines.append(self.watchdog(watchdog_usec / 1e6 / 2))
         if not await self.verify_credentials():
-            self.drop_unfinished("credentials", "an API key was rejected; this request was not handled")
+            if self.exit_code == EXIT_CREDENTIALS:
+                self.drop_unfinished("credentials", "an API key was rejected; this request was not handled")
+            elif self.next_config is None:
+                self.drop_unfinished("stopping", STOPPING)
             self.link.stop()
             return self.exit_code
         tasks = [asyncio.create_task(c) for c in coroutines]
@@ -692,25 +700,18 @@ class Assistant:
         if pending:
             log.error("tasks did not stop in time: %s", [t.get_coro() for t in pending])
         if self.next_config is None:
-            self.drop_unfinished("stopping", "the assistant is stopping; this request was not handled")
+            self.drop_unfinished("stopping", STOPPING)
         if microphone is not None:
             microphone.close()
-        if self.kept_link() is not None:
+        following = self.next_config
+        if following is not None and following.mqtt == self.config.mqtt and following.topic_root == self.root:
+            # The next instance keeps this connection: no request sent during the reload is
+            # missed and Home Assistant never sees the device offline. A changed [mqtt] reconnects.
             self.link.on_connect.remove(self.on_connect)  # the next instance announces itself
+            self.kept_link = self.link
         else:
             self.link.stop()
         faulthandler.cancel_dump_traceback_later()
-
-    def kept_link(self) -> MqttLink | None:
-        """After a reload's run(): the broker connection, when the next config can keep using it.
-
-        Keeping it means no request sent during the reload is missed and Home Assistant does
-        not see the device go offline; a reload that changes [mqtt] or the topics reconnects.
-        """
-        following = self.next_config
-        if following is None or following.mqtt != self.config.mqtt or following.topic_root != self.root:
-            return None
-        return self.link
 
 
 def describe_reply(reply: Reply) -> str:

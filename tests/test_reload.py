@@ -115,7 +115,9 @@ def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
     notify.close()
 
 
+@pytest.mark.parametrize("mqtt_changes", [False, True], ids=["same-broker-settings", "new-broker-settings"])
 def test_sighup_mid_reply_finishes_it_and_carries_the_queued_asks_over(
+    mqtt_changes: bool,
     fake: FakeOpenAI,
     held: HeldChat,
     mqtt_broker: Broker,
@@ -127,7 +129,10 @@ def test_sighup_mid_reply_finishes_it_and_carries_the_queued_asks_over(
         quiet(mqtt_broker, fake), OPENAI_API_KEY="test-key", NOTIFY_SOCKET=str(notify_socket.path)
     )
     config = Path(daemon.process.args[-1])  # type: ignore[index]
-    config.write_text(config.read_text().replace("Old instructions.", "New instructions."))
+    text = config.read_text().replace("Old instructions.", "New instructions.")
+    if mqtt_changes:  # the connection cannot be kept: the reloaded daemon connects again
+        text = text.replace("[mqtt]\n", "[mqtt]\nkeepalive = 30\n")
+    config.write_text(text)
 
     ask(mqtt, root, "slow question", "r1")
     held.wait_arrived()
@@ -153,6 +158,8 @@ def test_sighup_mid_reply_finishes_it_and_carries_the_queued_asks_over(
     assert daemon.process.poll() is None
     wait_log(daemon, r"(?s)reloading /.*ready:")
     assert notify_socket.lifecycle() == ["READY=1", "RELOADING=1", "READY=1"]
+    statuses = [m.text for m in mqtt.messages(f"{root}/status")]
+    assert statuses == (["online", "offline", "online"] if mqtt_changes else ["online"])
     assert any(m.startswith("RELOADING=1\nMONOTONIC_USEC=") for m in notify_socket.messages)
 
 
