@@ -59,6 +59,7 @@ def discovery_payload(config: Config) -> str:
             "platform": "button",
             "name": "Listen",
             "command_topic": f"{root}/listen",
+            "payload_press": "{}",  # no id, so each press gets its own (the default PRESS was every press's id)
             "icon": "mdi:microphone",
         },
         "ask": {

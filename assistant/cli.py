@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import grp
 import logging
 import os
 import sys
+import tomllib
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -17,10 +19,10 @@ import openai
 
 from assistant import __version__
 from assistant.config import Config, ConfigError, load_config
-from assistant.mqtt import MqttError
+from assistant.mqtt import MqttError, MqttLink
 
 if TYPE_CHECKING:  # the service pulls in sounddevice, which `--help` and config errors need not
-    from assistant.service import Assistant
+    from assistant.service import Assistant, Turn
 
 log = logging.getLogger("assistant")
 
@@ -97,12 +99,18 @@ async def _run(config: Config, args: argparse.Namespace) -> int:
     from assistant.service import Assistant
 
     path = find_config_file(args.config, os.environ)
+    carried: list[Turn] = []
+    link: MqttLink | None = None
     while True:
-        assistant = Assistant(config, config_path=path)
+        assistant = Assistant(config, config_path=path, link=link)
+        assistant.take_over(carried)
         code = await assistant.run()
         if assistant.next_config is None:
             return code
-        config = assistant.next_config  # SIGHUP with a valid config: start again with it
+        # SIGHUP with a valid config: start again with it; requests not yet answered (and the
+        # broker connection, when [mqtt] is unchanged) go along.
+        carried, link = assistant.unfinished_turns(), assistant.kept_link
+        config = assistant.next_config
 
 
 async def _ask(config: Config, args: argparse.Namespace) -> int:
@@ -247,21 +255,43 @@ async def _listen(config: Config, args: argparse.Namespace) -> int:
     return 0 if reply is not None or text else EXIT_FAILURE
 
 
-def file_permission_warnings(config: Config, path: Path, env: Mapping[str, str]) -> list[str]:
-    """Secrets readable by others: a config file holding keys, or credential files, not private."""
+def file_permission_warnings(path: Path, env: Mapping[str, str]) -> list[str]:
+    """Secrets others can read: a config file holding keys, or credential files, not private.
+
+    Readable by the group counts too: on a Pi the service user's group often has other
+    members (the login user is commonly added to it), and each of them could read the key.
+    """
+    from assistant.environment import secret_settings
+
     warnings = []
-    secrets_inline = any(
-        getattr(section, key, None) is not None
-        for section in (config.openai, config.stt, config.agent, config.tts, config.images)
-        for key in ("api_key", "azure_ad_token")
-    ) or (config.mqtt.password is not None and "password" in path.read_text())
-    if secrets_inline and path.stat().st_mode & 0o007:
-        warnings.append(f"{path} holds secrets and is readable by everyone (chmod o-rwx {path})")
+    data: object = tomllib.loads(path.read_text())
+    held = []
+    for key in secret_settings():
+        node = data
+        for part in key:
+            node = node.get(part) if isinstance(node, dict) else None
+        if node:
+            held.append(".".join(key))
+    mode = path.stat().st_mode
+    if held and mode & 0o077:
+        who = "everyone" if mode & 0o007 else f"its group ({_group_name(path)})"
+        warnings.append(
+            f"{path} holds secrets ({', '.join(held)}) and is readable by {who}: move them to credential files "
+            f"(LoadCredential, see README), or chmod 600 {path} with the file owned by the user the daemon runs as"
+        )
     cred_dir = env.get("CREDENTIALS_DIRECTORY")
     for file in sorted(Path(cred_dir).iterdir()) if cred_dir else []:
         if file.stat().st_mode & 0o077:
             warnings.append(f"credential {file} is readable by others (chmod 600 {file})")
     return warnings
+
+
+def _group_name(path: Path) -> str:
+    gid = path.stat().st_gid
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 async def _check(config: Config, args: argparse.Namespace) -> int:
@@ -273,7 +303,7 @@ async def _check(config: Config, args: argparse.Namespace) -> int:
 
     ok = True
     print(f"config: ok (site {config.device.site_id}, topics {config.topic_root}/...)")
-    for warning in file_permission_warnings(config, find_config_file(args.config, os.environ), os.environ):
+    for warning in file_permission_warnings(find_config_file(args.config, os.environ), os.environ):
         ok = False
         print(f"permissions: FAILED: {warning}")
     try:

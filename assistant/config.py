@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +21,6 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from assistant.discovery import ENTITY_KEYS, full_key, is_command_key
 
-ENV_PREFIX = "ASSISTANT_"
 DEFAULT_PATHS = (Path("/etc/assistant/assistant.toml"), Path("config/assistant.toml"))
 DEFAULT_INSTRUCTIONS = (
     "You are {{ device.name }}, a voice assistant in a home. Answer in one or two short "
@@ -115,6 +115,30 @@ class WakeConfig(Section):
         return models
 
 
+SECRET_PROBLEM = (
+    "the value has a line break or control character inside it (the value is not shown); "
+    "keep only the secret, on one line"
+)
+_INVISIBLE = ("Cc", "Cf", "Zl", "Zp")  # control, format (zero-width, BOM), line and paragraph separators
+
+
+def clean_secret(value: str) -> str:
+    """A secret without surrounding whitespace (or BOM); ValueError if anything invisible is inside.
+
+    A pasted key often ends with a newline, which the HTTP client would refuse and we would
+    misreport as "not reachable"; one with a line break inside is two values, not a key.
+    """
+    value = value.strip().removeprefix("\ufeff").strip()
+    if any(unicodedata.category(char) in _INVISIBLE for char in value):
+        raise ValueError(SECRET_PROBLEM)
+    return value
+
+
+def _secret_text(value: object) -> object:
+    """Secrets in the file get the same cleaning as those from the environment; "" is unset."""
+    return (clean_secret(value) or None) if isinstance(value, str) else value
+
+
 class StageApi(Section):
     """API settings a stage may override; None inherits from [openai]."""
 
@@ -129,6 +153,8 @@ class StageApi(Section):
     deployment: str | None = None
     timeout_s: float | None = Field(None, gt=0, le=600)
     max_retries: int | None = Field(None, ge=0, le=10)
+
+    _secrets = field_validator("api_key", "azure_ad_token", mode="before")(_secret_text)
 
 
 class OpenAIConfig(StageApi):
@@ -279,6 +305,8 @@ class MqttConfig(Section):
     qos: int = Field(1, ge=0, le=2)
     command_timeout_s: float = Field(5.0, gt=0, le=60)  # a device command unacknowledged by then is "unconfirmed"
 
+    _secrets = field_validator("password", mode="before")(_secret_text)
+
 
 def _key_problem(loc: tuple[str | int, ...], message: str, value: Any) -> InitErrorDetails:
     """One problem at `loc` below the model being validated, reported as `<its path>.<loc>: message`."""
@@ -404,53 +432,6 @@ def find_config_file(explicit: str | os.PathLike[str] | None, env: Mapping[str, 
     raise ConfigError([f"config: no file found (looked in {looked}); copy config/assistant.example.toml"])
 
 
-def _parse_env_value(raw: str) -> Any:
-    """Read an override as a TOML value (numbers, booleans, arrays), else as a string."""
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
-
-
-def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """Apply ASSISTANT_<SECTION>__<KEY>[__<SUBKEY>] variables on top of the file."""
-    for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue
-        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
-        node = data
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError([f"{'.'.join(path)}: cannot override inside a non-table value ({name})"])
-            node = child
-        node[path[-1]] = _parse_env_value(raw)
-    return data
-
-
-SECRET_FILES = {
-    "OPENAI_API_KEY": "openai_api_key",
-    "AZURE_OPENAI_API_KEY": "azure_openai_api_key",
-    "AZURE_OPENAI_AD_TOKEN": "azure_openai_ad_token",
-    "ASSISTANT_MQTT__PASSWORD": "mqtt_password",
-}
-
-
-def read_secret(name: str, env: Mapping[str, str]) -> str | None:
-    """A secret from the environment ($NAME) or systemd's $CREDENTIALS_DIRECTORY.
-
-    The credential file names are those of SECRET_FILES (e.g. `openai_api_key`).
-    """
-    if env.get(name):
-        return env[name]
-    cred_dir = env.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        path = Path(cred_dir) / SECRET_FILES[name]
-        if path.is_file():
-            return path.read_text().strip() or None
-    return None
-
-
 def _format_errors(error: ValidationError) -> list[str]:
     lines = []
     for item in error.errors():
@@ -465,6 +446,8 @@ def _format_errors(error: ValidationError) -> list[str]:
 
 def parse_config(data: dict[str, Any], env: Mapping[str, str] | None = None) -> Config:
     """Validate a dict (from TOML) after environment overrides; raise ConfigError."""
+    from assistant.environment import apply_env_overrides, read_secret  # late: it imports this module
+
     env = os.environ if env is None else env
     data = apply_env_overrides(data, env)
     password = read_secret("ASSISTANT_MQTT__PASSWORD", env)  # env var (already applied) or credential file

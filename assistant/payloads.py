@@ -109,13 +109,20 @@ def parse_text_request(payload: bytes, *, speak_default: bool) -> Request:
     return Request(text, request_id or new_id(), speak, conversation_id)
 
 
+BUTTON_PRESS = "PRESS"  # Home Assistant's default MQTT button payload: the same on every press, so not an id
+
+
 def parse_signal(payload: bytes) -> str:
-    """For listen / cancel: an optional id (plain text or `{"id"}`); returns the id."""
+    """For listen / cancel: an optional id (plain text or `{"id"}`); returns the id.
+
+    Without one (or with a button's constant PRESS) a fresh id is made, so that the
+    events of each press can be told apart.
+    """
     data = decode_payload(payload)
     if isinstance(data, dict):
         return optional_str(data, "id", None) or new_id()
     if isinstance(data, str) and len(data) <= 64:
-        return data or new_id()
+        return new_id() if data in ("", BUTTON_PRESS) else data
     raise BadRequest('expected an empty payload, an id, or {"id": ...}')
 
 

@@ -13,7 +13,8 @@ from typing import Any
 import openai
 from pydantic import SecretStr
 
-from assistant.config import Config, StageApi, read_secret
+from assistant.config import Config, ConfigError, StageApi
+from assistant.environment import read_secret
 
 Stage = str  # "stt" | "agent" | "tts" | "images"
 
@@ -96,7 +97,11 @@ def credential_problems(config: Config, env: Mapping[str, str]) -> list[str]:
     """Missing endpoints or keys for the stages in use, one line each, naming the key."""
     problems = []
     for stage in stages_in_use(config):
-        api = resolve(config, stage, env)
+        try:
+            api = resolve(config, stage, env)
+        except ConfigError as error:  # a secret in the environment that cannot be one
+            problems += error.problems
+            continue
         if api.provider == "azure":
             if not (api.azure_endpoint or api.base_url):
                 problems.append(f"openai.azure_endpoint: required by {stage} (provider 'azure')")

@@ -52,6 +52,7 @@ FAST_PATH_UNCONFIRMED = "I sent that, but I could not confirm that it arrived."
 EXIT_CREDENTIALS = 3  # systemd: RestartPreventExitStatus, a rejected key will not fix itself
 STOP_STACKS_AFTER_S = 8.0
 STOP_TASKS_TIMEOUT_S = 5.0
+STOPPING = "the assistant is stopping; this request was not handled"
 FINISH_REPLY_S = 10.0  # SIGTERM lets the current reply finish for this long (TimeoutStopSec is 20)
 AUDIO_STALL_S = 10.0  # no microphone frames for this long: the watchdog is not petted
 ECHO_TAIL_S = 0.25  # ignore the microphone briefly after speaking: the room still rings
@@ -100,14 +101,19 @@ class Assistant:
         *,
         daemon: bool = True,
         config_path: Path | None = None,
+        link: MqttLink | None = None,
     ) -> None:
-        """`daemon=False` (one-off CLI turns) neither announces status nor publishes state."""
+        """`daemon=False` (one-off CLI turns) neither announces status nor publishes state.
+
+        `link`: the connection of the instance before a reload, still up (see `kept_link`).
+        """
         env = os.environ if env is None else env
         self.env = env
         self.config = config
         self.root = config.topic_root
         self.daemon = daemon
-        self.link = MqttLink(config.mqtt, self.root, will=daemon)
+        self.link_taken_over = link is not None
+        self.link = link if link is not None else MqttLink(config.mqtt, self.root, will=daemon)
         self.registry = Registry(config.homeassistant)
         ha = config.homeassistant
         self.bridge = (
@@ -141,10 +147,13 @@ class Assistant:
         self.listener = Listener(config, self)
         self.stop_speaking = asyncio.Event()
         self.current: asyncio.Task[None] | None = None
+        self.current_turn: Turn | None = None
+        self.held: list[Turn] = []  # turns taken over from the instance before a reload, or held back when stopping
         self.stopping = asyncio.Event()
         self.exit_code = 0
         self.config_path = config_path
         self.next_config: Config | None = None  # set by a valid SIGHUP reload
+        self.kept_link: MqttLink | None = None  # after a reload: the connection the next instance takes over
 
     # --- outputs -------------------------------------------------------------
 
@@ -388,9 +397,17 @@ class Assistant:
             self.set_state("listening" if self.config.wake.mode != "vad" and self.listener.window_open() else "idle")
 
     async def turn_worker(self) -> None:
-        """Handle queued turns one after another; `cancel` aborts the running one."""
-        while True:
-            turn = await self.turns.get()
+        """Handle queued turns one after another; `cancel` aborts the running one.
+
+        Once stopping, no new turn is started: what is left waits in `held` for the next
+        instance (a reload) or is answered on event/error (a stop).
+        """
+        while not self.stopping.is_set():
+            turn = self.held.pop(0) if self.held else await self.turns.get()
+            if self.stopping.is_set():
+                self.held.insert(0, turn)
+                return
+            self.current_turn = turn
             self.current = asyncio.create_task(self.handle(turn))
             try:
                 await self.current
@@ -405,6 +422,27 @@ class Assistant:
                 self.set_state("idle")
             finally:
                 self.current = None
+                self.current_turn = None
+
+    def take_over(self, turns: list[Turn]) -> None:
+        """Turns the instance before a reload had not started: they are handled first."""
+        for turn in turns:
+            if isinstance(turn, VoiceTurn) and turn.early is not None:
+                turn.early.cancel()  # it used the old settings; transcribe again with the new ones
+                turn.early = None
+        self.held = [*turns, *self.held]
+
+    def unfinished_turns(self) -> list[Turn]:
+        """After run(): the turns not started, in order (the next instance takes them over)."""
+        turns, self.held = self.held, []
+        while not self.turns.empty():
+            turns.append(self.turns.get_nowait())
+        return turns
+
+    def drop_unfinished(self, code: str, message: str) -> None:
+        """Answer every turn that will not be handled on event/error, so none ends in silence."""
+        for turn in self.unfinished_turns():
+            self.error(turn.id, code, message)
 
     def submit(self, turn: Turn) -> None:
         """Queue a turn, or say why it cannot be taken."""
@@ -559,6 +597,9 @@ class Assistant:
         if self.config_path is None:
             log.warning("SIGHUP: no config file to reload")
             return
+        if self.stopping.is_set() and self.next_config is None:
+            log.warning("SIGHUP: already stopping; not reloading")
+            return
         try:
             self.next_config = load_config(self.config_path, self.env)
         except ConfigError as error:
@@ -568,6 +609,28 @@ class Assistant:
             return
         log.info("reloading %s", self.config_path)
         self.stopping.set()
+
+    def request_stop(self) -> None:
+        """SIGTERM / SIGINT: stop, even when a reload was under way."""
+        self.next_config = None
+        self.stopping.set()
+
+    async def finish_current_turn(self) -> None:
+        """On stop or reload, let the turn under way finish (within FINISH_REPLY_S), then cut it.
+
+        Stopping mid-word, or dropping a request without a word, would leave the user with
+        nothing; a turn that had to be cut is answered on event/error.
+        """
+        current, turn = self.current, self.current_turn
+        if current is None or turn is None:
+            return
+        log.info("finishing the current turn before %s", "reloading" if self.next_config else "stopping")
+        await asyncio.wait({current}, timeout=FINISH_REPLY_S)
+        if not current.done():
+            current.cancel()
+            await asyncio.wait({current}, timeout=STOP_TASKS_TIMEOUT_S)
+            code, why = ("reloading", "a reload") if self.next_config is not None else ("stopping", "a stop")
+            self.error(turn.id, code, f"cut short by {why}: the request was still running after {FINISH_REPLY_S:.0f} s")
 
     async def until_connected_or_stopped(self) -> bool:
         """Wait for the broker, but give way to SIGTERM: True once connected."""
@@ -595,12 +658,19 @@ class Assistant:
         """Run until SIGTERM / SIGINT (or a SIGHUP reload); READY once the broker and audio are up."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
+            loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self.link.subscribe(self.input_topics())
         self.link.on_connect.append(self.on_connect)
-        log.info("connecting to the broker at %s:%d", self.config.mqtt.host, self.config.mqtt.port)
-        await self.link.start(timeout=None)
+        if self.link_taken_over:
+            # Still connected and subscribed since before the reload: nothing sent meanwhile was
+            # missed. The new registry needs the retained discovery configs and states again.
+            self.link.resubscribe(self.house.topics())
+            if self.link.connected.is_set():
+                self.on_connect()
+        else:
+            log.info("connecting to the broker at %s:%d", self.config.mqtt.host, self.config.mqtt.port)
+            await self.link.start(timeout=None)
         if not await self.until_connected_or_stopped():
             self.link.stop()
             return self.exit_code
@@ -619,6 +689,10 @@ class Assistant:
             if watchdog_usec and self.env.get("WATCHDOG_PID", str(os.getpid())) == str(os.getpid()):
                 coroutines.append(self.watchdog(watchdog_usec / 1e6 / 2))
         if not await self.verify_credentials():
+            if self.exit_code == EXIT_CREDENTIALS:
+                self.drop_unfinished("credentials", "an API key was rejected; this request was not handled")
+            elif self.next_config is None:
+                self.drop_unfinished("stopping", STOPPING)
             self.link.stop()
             return self.exit_code
         tasks = [asyncio.create_task(c) for c in coroutines]
@@ -628,14 +702,22 @@ class Assistant:
         systemd.notify("READY=1")
         log.info("ready: %s (mode %s)", self.root, self.config.wake.mode)
         await self.stopping.wait()
-        systemd.notify("STOPPING=1")
-        log.info("stopping")
+        await self.wind_down(tasks, microphone)
+        return self.exit_code
+
+    async def wind_down(self, tasks: list[asyncio.Task[None]], microphone: Microphone | None) -> None:
+        """Stop (SIGTERM) or hand over to the next instance (SIGHUP) without losing a request.
+
+        The turn under way finishes (within FINISH_REPLY_S); turns not started go to the next
+        instance on a reload and are answered on event/error on a stop.
+        """
+        if self.next_config is None:
+            systemd.notify("STOPPING=1")
+            log.info("stopping")
+        else:  # systemd then waits for the READY=1 of the next instance
+            systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         faulthandler.dump_traceback_later(STOP_STACKS_AFTER_S + FINISH_REPLY_S, exit=False)  # a hang shows where
-        current = self.current
-        if current is not None and self.next_config is None:
-            # Finish the reply being given (within reason) rather than cut it off mid-word.
-            log.info("finishing the current turn before stopping")
-            await asyncio.wait({current}, timeout=FINISH_REPLY_S)
+        await self.finish_current_turn()
         for task in tasks:
             task.cancel()
         if self.current is not None:
@@ -643,12 +725,20 @@ class Assistant:
         _done, pending = await asyncio.wait(tasks, timeout=STOP_TASKS_TIMEOUT_S)
         if pending:
             log.error("tasks did not stop in time: %s", [t.get_coro() for t in pending])
+        if self.next_config is None:
+            self.drop_unfinished("stopping", STOPPING)
         if microphone is not None:
             microphone.close()
         self.card.close()
-        self.link.stop()
+        following = self.next_config
+        if following is not None and following.mqtt == self.config.mqtt and following.topic_root == self.root:
+            # The next instance keeps this connection: no request sent during the reload is
+            # missed and Home Assistant never sees the device offline. A changed [mqtt] reconnects.
+            self.link.on_connect.remove(self.on_connect)  # the next instance announces itself
+            self.kept_link = self.link
+        else:
+            self.link.stop()
         faulthandler.cancel_dump_traceback_later()
-        return self.exit_code
 
 
 def describe_reply(reply: Reply) -> str:

@@ -1,4 +1,4 @@
-"""A dependency-free sd_notify: READY=1, STATUS=..., WATCHDOG=1, STOPPING=1."""
+"""A dependency-free sd_notify: READY=1, STATUS=..., WATCHDOG=1, RELOADING=1, STOPPING=1."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import json
 import subprocess
 import uuid
@@ -179,7 +180,7 @@ def test_check_flags_secrets_readable_by_others(
     env = daemon_env(pulse.env, CREDENTIALS_DIRECTORY=str(credentials))
     result = run_cli(["check", "--config", str(config)], env)
     assert result.returncode == 1
-    assert f"permissions: FAILED: {config} holds secrets and is readable by everyone" in result.stdout
+    assert f"permissions: FAILED: {config} holds secrets (openai.api_key) and is readable by everyone" in result.stdout
     assert "credential" in result.stdout and "mqtt_password is readable by others" in result.stdout
     config.chmod(0o600)
     (credentials / "mqtt_password").chmod(0o600)
@@ -296,3 +297,32 @@ def test_ask_reads_states_of_entities_learned_from_discovery(
     system = fake.of("chat/completions")[0].json["messages"][0]["content"]  # type: ignore[index]
     porch = next(line for line in system.splitlines() if "light.porch_light" in line)
     assert '"state": "on"' in porch, porch
+
+
+def test_check_flags_a_group_readable_config_holding_a_secret(
+    tmp_path: Path, mqtt_broker: Broker, fake: FakeOpenAI, pulse: PulseAudio
+) -> None:
+    config, _ns = config_for(tmp_path, mqtt_broker.port, fake, mqtt={"username": "u", "password": "Secret-9x7"})
+    config.chmod(0o640)
+    group = grp.getgrgid(config.stat().st_gid).gr_name
+    env = daemon_env(pulse.env, OPENAI_API_KEY="test-key")
+    result = run_cli(["check", "--config", str(config)], env)
+    assert result.returncode == 1, result.stdout
+    assert (
+        f"permissions: FAILED: {config} holds secrets (mqtt.password) and is readable by its group ({group}): "
+        "move them to credential files (LoadCredential, see README), "
+        f"or chmod 600 {config} with the file owned by the user the daemon runs as"
+    ) in result.stdout
+    assert "Secret-9x7" not in result.stdout + result.stderr
+
+
+def test_check_does_not_flag_a_shared_config_without_secrets(
+    tmp_path: Path, mqtt_broker: Broker, fake: FakeOpenAI, pulse: PulseAudio
+) -> None:
+    """The installed layout: root:assistant 0640, the key in a credential file (or, here, the environment)."""
+    config, _ns = config_for(tmp_path, mqtt_broker.port, fake)
+    config.chmod(0o644)
+    env = daemon_env(pulse.env, OPENAI_API_KEY="test-key", ASSISTANT_OPENAI__API_KEY="test-key")
+    result = run_cli(["check", "--config", str(config)], env)
+    assert "permissions:" not in result.stdout
+    assert result.returncode == 0, result.stdout

@@ -267,3 +267,124 @@ def test_cli_exits_2_on_entity_key_problems(tmp_path: Path, entities: str, expec
         )
         assert result.returncode == 2, result.stderr
         assert result.stderr.splitlines() == [expected]
+
+
+# --------------------------------------------------------------------------- secrets and typed overrides
+
+
+@pytest.mark.parametrize("password", ["123456", "true", "1e5", '"quoted"', "'single'", "[1, 2]", "p#ss = word"])
+def test_mqtt_password_from_the_environment_is_taken_verbatim(password: str) -> None:
+    config = parse_config({"mqtt": {"username": "u"}}, {**KEY_ENV, "ASSISTANT_MQTT__PASSWORD": password})
+    assert config.mqtt.password is not None
+    assert config.mqtt.password.get_secret_value() == password
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("OPENAI_API_KEY", "sk-abc\n"),
+        ("OPENAI_API_KEY", "  sk-abc \r\n"),
+        ("OPENAI_API_KEY", "\ufeffsk-abc\n"),
+        ("ASSISTANT_OPENAI__API_KEY", "sk-abc\n"),
+    ],
+)
+def test_surrounding_whitespace_is_stripped_from_keys(name: str, raw: str) -> None:
+    env = {name: raw}
+    config = parse_config({}, env)
+    assert resolve(config, "agent", env).api_key == "sk-abc"
+
+
+def test_a_numeric_key_override_is_text() -> None:
+    env = {"ASSISTANT_OPENAI__API_KEY": "123456", "ASSISTANT_AGENT__AZURE_AD_TOKEN": "1e5"}
+    config = parse_config({}, env)
+    assert resolve(config, "stt", env).api_key == "123456"
+    assert resolve(config, "agent", env).azure_ad_token == "1e5"
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("OPENAI_API_KEY", "sk-abc\ndef"),
+        ("OPENAI_API_KEY", "sk-abc\tdef"),
+        ("OPENAI_API_KEY", "sk-abc\u200bdef"),
+        ("ASSISTANT_MQTT__PASSWORD", "pass\x00word"),
+        ("ASSISTANT_OPENAI__API_KEY", "sk-abc\r\ndef"),
+        ("ASSISTANT_STT__API_KEY", "sk-abc\x1bdef"),
+    ],
+)
+def test_a_control_character_inside_a_secret_is_refused_by_name(name: str, raw: str) -> None:
+    lines = problems({"mqtt": {"username": "u"}}, {**KEY_ENV, name: raw})
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{name}: ")
+    assert "line break or control character" in lines[0]
+    assert "abc" not in lines[0] and "pass" not in lines[0] and "def" not in lines[0]
+
+
+def test_azure_secrets_are_checked_too() -> None:
+    data = {"openai": {"provider": "azure", "azure_endpoint": "https://x"}}
+    assert problems(data, {"AZURE_OPENAI_API_KEY": "k\n1"})[0].startswith("AZURE_OPENAI_API_KEY: ")
+    assert problems(data, {"AZURE_OPENAI_AD_TOKEN": "t\n1"})[0].startswith("AZURE_OPENAI_AD_TOKEN: ")
+    env = {"AZURE_OPENAI_AD_TOKEN": "token\n"}
+    assert resolve(parse_config(data, env), "stt", env).azure_ad_token == "token"
+
+
+def test_a_credential_file_with_two_lines_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "openai_api_key").write_text("sk-first\nsk-second\n")
+    lines = problems({}, {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert lines == [
+        f"credential {tmp_path / 'openai_api_key'}: the value has a line break or control character inside it "
+        "(the value is not shown); keep only the secret, on one line"
+    ]
+
+
+def test_a_secret_in_the_file_is_stripped_and_checked() -> None:
+    config = parse_config({"openai": {"api_key": " sk-file \n"}, "mqtt": {"password": "123"}}, {})
+    assert resolve(config, "agent", {}).api_key == "sk-file"
+    lines = problems({"openai": {"api_key": "sk-a\nb"}}, {})
+    assert lines == [
+        "openai.api_key: the value has a line break or control character inside it (the value is not shown); "
+        "keep only the secret, on one line"
+    ]
+
+
+def test_an_empty_secret_counts_as_unset() -> None:
+    config = parse_config({"mqtt": {"username": "u"}}, {**KEY_ENV, "ASSISTANT_MQTT__PASSWORD": "  \n"})
+    assert config.mqtt.password is None
+    assert problems({}, {"OPENAI_API_KEY": " \n"})[0].startswith("openai.api_key: missing for stt")
+
+
+def test_text_settings_take_any_text_from_the_environment() -> None:
+    env = {
+        **KEY_ENV,
+        "ASSISTANT_DEVICE__NAME": "123",
+        "ASSISTANT_MQTT__USERNAME": "true",
+        "ASSISTANT_MQTT__HOST": "10.0.0.2",
+        "ASSISTANT_DEVICE__STATE_DIR": "1e5",
+        "ASSISTANT_AGENT__INSTRUCTIONS": '"Be brief." [always]',
+        "ASSISTANT_TTS__ENGINE": "none",
+    }
+    config = parse_config({}, env)
+    assert config.device.name == "123"
+    assert config.mqtt.username == "true"
+    assert config.mqtt.host == "10.0.0.2"
+    assert config.device.state_dir == Path("1e5")
+    assert config.agent.instructions == '"Be brief." [always]'
+    assert config.tts.engine == "none"
+
+
+def test_typed_settings_keep_typed_parsing() -> None:
+    env = {
+        **KEY_ENV,
+        "ASSISTANT_AUDIO__INPUT_DEVICE": "2",
+        "ASSISTANT_AUDIO__OUTPUT_DEVICE": "USB Audio",
+        "ASSISTANT_AUDIO__SAMPLE_RATE": "48000",
+        "ASSISTANT_WAKE__MODEL": "hey_jarvis",
+        "ASSISTANT_VAD__MAX_UTTERANCE_S": "1e1",
+    }
+    config = parse_config({}, env)
+    assert config.audio.input_device == 2
+    assert config.audio.output_device == "USB Audio"
+    assert config.audio.sample_rate == 48000
+    assert config.wake.model == ["hey_jarvis"]
+    assert config.vad.max_utterance_s == 10.0
+    assert problems({}, {**KEY_ENV, "ASSISTANT_MQTT__BOGUS": "1"}) == ["mqtt.bogus: unknown setting"]

@@ -229,9 +229,13 @@ def test_own_discovery_device_and_reannounce_on_home_assistant_restart(
     mqtt.clear()
     mqtt.publish(f"{prefix}/status", "online")
     assert mqtt.wait_for(topic, timeout=5).json() == config
-    # the listen button's PRESS payload and the text entity's plain text both work
-    mqtt.publish(f"{root}/listen", "PRESS")
-    assert mqtt.wait_for(f"{root}/event/wake").json()["id"] == "PRESS"
+    # the listen button works, with a new id for every press; so does the text entity's plain text
+    press = components["listen"].get("payload_press", "PRESS")  # what Home Assistant sends
+    mqtt.publish(f"{root}/listen", press)
+    first = mqtt.wait_for(f"{root}/event/wake").json()["id"]
+    mqtt.publish(f"{root}/listen", press)
+    second = mqtt.wait_for(f"{root}/event/wake", predicate=lambda m: m.json()["id"] != first).json()["id"]
+    assert len({first, second, "PRESS"}) == 3
     mqtt.publish(f"{root}/ask", "hello from the dashboard")
     assert mqtt.wait_for(f"{root}/event/reply", timeout=15).json()["text"] == "OK."
 

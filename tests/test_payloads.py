@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from assistant.announce import discovery_payload
+from assistant.config import parse_config
 from assistant.payloads import MAX_PAYLOAD_BYTES, BadRequest, parse_signal, parse_text_request
 
 
@@ -45,7 +49,7 @@ def test_bad_payloads(payload: bytes, message: str, request_id: str | None) -> N
 
 def test_signal_ids() -> None:
     assert parse_signal(b'{"id": "abc"}') == "abc"
-    assert parse_signal(b"PRESS") == "PRESS"
+    assert parse_signal(b"kitchen-7") == "kitchen-7"
     assert len(parse_signal(b"")) == 12
     with pytest.raises(BadRequest):
         parse_signal(b"x" * 100)
@@ -58,3 +62,12 @@ def test_any_bytes_parse_or_raise_bad_request(payload: bytes) -> None:
     except BadRequest:
         return
     assert request.text and isinstance(request.speak, bool)
+
+
+def test_every_button_press_gets_its_own_id() -> None:
+    config = parse_config({}, {"OPENAI_API_KEY": "k"})
+    button = json.loads(discovery_payload(config))["components"]["listen"]
+    press = button.get("payload_press", "PRESS").encode()  # what Home Assistant sends on a press
+    ids = {parse_signal(press) for _ in range(3)} | {parse_signal(b"PRESS") for _ in range(3)}
+    assert len(ids) == 6
+    assert all(len(i) == 12 for i in ids)
