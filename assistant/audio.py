@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import io
 import logging
 import time
@@ -307,11 +306,13 @@ class Microphone:
         self.last_frame_at = time.monotonic()
         self.dropped = 0
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_frames)
-        self._stream: sd.RawInputStream | None = None
+        self._open_ok = False  # on the loop: whether frames should be flowing
+        self._live: sd.RawInputStream | None = None  # on the audio thread only: the stream last opened
         self._resampler: Resampler | None = None
         self._pending = bytearray()
 
-    def _open(self, loop: asyncio.AbstractEventLoop) -> tuple[sd.RawInputStream, Resampler | None]:
+    def _open(self, loop: asyncio.AbstractEventLoop) -> Resampler | None:
+        self._close_live()
         index = find_device(self.device, "input")
 
         def callback(indata: object, frames: int, when: object, status: sd.CallbackFlags) -> None:
@@ -341,8 +342,9 @@ class Microphone:
                 callback=callback,
             )
             resampler = Resampler(native, self.sample_rate)
+        self._live = stream  # closed by _close_live, queued after this: even if the opener was cancelled
         stream.start()
-        return stream, resampler
+        return resampler
 
     def _put(self, block: bytes) -> None:
         self.last_frame_at = time.monotonic()
@@ -359,8 +361,8 @@ class Microphone:
                     log.warning("audio frames dropped: the loop is not keeping up (%d so far)", self.dropped)
             self._queue.put_nowait(frame)
 
-    @staticmethod
-    def _close_stream(stream: sd.RawInputStream | None) -> None:
+    def _close_live(self) -> None:
+        stream, self._live = self._live, None
         if stream is not None:
             try:
                 stream.abort()
@@ -369,20 +371,21 @@ class Microphone:
                 log.debug("closing input stream: %s", error)
 
     def close(self) -> None:
-        """Stop and release the device (on the audio thread, after what is queued there)."""
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            self.card._thread.submit(self._close_stream, stream)
+        """Stop and release the device (on the audio thread, after whatever is queued there)."""
+        self._open_ok = False
+        with contextlib.suppress(RuntimeError):  # the sound card has already shut down
+            self.card._thread.submit(self._close_live)
 
     async def frames(self) -> AsyncIterator[bytes]:
         """Yield frames forever; on a stalled or vanished device, reopen with backoff."""
         loop = asyncio.get_running_loop()
         backoff = 0.5
         while True:
-            if self._stream is None:
+            if not self._open_ok:
                 try:
                     self._pending.clear()
-                    self._stream, self._resampler = await self.card.call(self._open, loop)
+                    self._resampler = await self.card.call(self._open, loop)
+                    self._open_ok = True
                     self.last_frame_at = time.monotonic()
                     backoff = 0.5
                     log.info("microphone open (%s)", self.device if self.device is not None else "default")
@@ -399,7 +402,7 @@ class Microphone:
                     frame = await self._queue.get()
             except TimeoutError:
                 log.warning("microphone delivered nothing for %.1f s; reopening", self.stall_s)
-                stream, self._stream = self._stream, None
-                await self.card.rescan(functools.partial(self._close_stream, stream))
+                self._open_ok = False
+                await self.card.rescan(self._close_live)
                 continue
             yield frame

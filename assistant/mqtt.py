@@ -173,7 +173,7 @@ class MqttLink:
             pass
         finally:
             self._acks.pop(info.mid, None)
-        if info.is_published():
+        if info.rc == mqtt.MQTT_ERR_SUCCESS and info.is_published():  # is_published raises for NO_CONN
             return Delivery("delivered")
         settled: asyncio.Future[Settlement] = loop.create_future()
 
