@@ -22,7 +22,8 @@ import openai
 from openai.types.chat import ChatCompletionChunk
 from openai.types.completion_usage import CompletionUsage
 
-from assistant.catalog import listing
+from assistant.budget import estimate_tokens
+from assistant.catalog import Listing, listing, states_line
 from assistant.commands import ACTIONS
 from assistant.config import (
     RECOMMENDED_MAX_TOKENS,
@@ -31,7 +32,7 @@ from assistant.config import (
     AgentConfig,
     DeviceConfig,
 )
-from assistant.homeassistant import Registry
+from assistant.homeassistant import Entity, Registry
 from assistant.memory import Memory
 from assistant.prompt import Instructions
 from assistant.tools import Action, Tool
@@ -110,6 +111,7 @@ class Agent:
         self.instructions_template = Instructions(config.instructions, device, registry)
         self.memory = Memory(config.history_turns, config.history_ttl_s, config.history_tokens)
         self.ask_usage = True  # until the endpoint refuses stream_options (Azure before 2024-08-01-preview)
+        self._listing: tuple[Any, Listing] | None = None  # (what it was built from, the listing)
 
     def instructions(self) -> str:
         """The system prompt for a turn: what stays the same first, what changes last.
@@ -126,15 +128,26 @@ class Agent:
         parts = [text]
         states = ""
         if self.config.control_home_assistant:
-            house = listing(self.registry.exposed(), self.config.listing_tokens, CONTROLLABLE)
-            parts.append(house.static)
-            states = house.states
+            exposed = self.registry.exposed()
+            house = self.listing(exposed)
+            parts.append(house.text)
+            if house.complete:  # a small house: its states too, if they fit in the same budget
+                states = states_line(exposed)
+                if estimate_tokens(house.text + states) > self.config.listing_tokens:
+                    states = ""
         else:
             parts.append("You cannot control or read devices in the home; if asked to, say that you can't.")
         parts.append(f"The current time is {datetime.now().astimezone():%A %d %B %Y %H:%M}.")
         if states:
             parts.append(states)
         return "\n".join(parts)
+
+    def listing(self, exposed: list[Entity]) -> Listing:
+        """The entity listing, built again only when ids, names, areas or aliases change."""
+        key = [(e.entity_id, e.name, e.area, tuple(e.aliases)) for e in exposed]
+        if self._listing is None or self._listing[0] != key:
+            self._listing = (key, listing(exposed, self.config.listing_tokens, CONTROLLABLE))
+        return self._listing[1]
 
     def request_options(self) -> dict[str, Any]:
         """Model parameters that reach the wire: the recommended set, or only what the user set."""

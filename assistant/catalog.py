@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from assistant.budget import cap_text, estimate_tokens
+from assistant.budget import CHARS_PER_TOKEN, cap_text, estimate_tokens
 from assistant.homeassistant import Entity
 
 MAX_ENTITY_ID = 255  # Home Assistant's own limit; longer ids are not real entities
@@ -72,56 +72,60 @@ def _state(entity: Entity) -> str:
     return f"{state} {_one_line(str(unit), 10)}" if unit else state
 
 
-def _table(entities: list[Entity]) -> str:
+def _table(entities: list[Entity], items: dict[str, str]) -> str:
+    areas = {e.entity_id: _area(e) for e in entities}
     by_area: dict[str, list[str]] = {}
-    for entity in sorted(entities, key=lambda e: (_area(e) == "No area", _area(e).lower(), e.entity_id)):
-        by_area.setdefault(_area(entity), []).append(_item(entity))
-    return "\n".join(f"{area}: {'; '.join(items)}" for area, items in by_area.items())
+    for entity in sorted(entities, key=lambda e: (areas[e.entity_id] == "No area", areas[e.entity_id].lower())):
+        by_area.setdefault(areas[entity.entity_id], []).append(items[entity.entity_id])
+    return "\n".join(f"{area}: {'; '.join(sorted(found))}" for area, found in by_area.items())
 
 
 @dataclass(frozen=True)
 class Listing:
-    """The house for the prompt: `static` goes in the cached prefix, `states` after it."""
+    """The house for the static part of the prompt."""
 
-    static: str
-    states: str
-    complete: bool  # every exposed entity is in the table (no name search needed)
+    text: str
+    complete: bool  # every exposed entity is in it (else find_entities finds the rest)
 
 
 def listing(entities: list[Entity], budget_tokens: int, controllable: set[str]) -> Listing:
-    """The entity table within `budget_tokens` (estimated), states only if everything fits.
+    """The entity table within `budget_tokens` (estimated), or as much of it as fits.
 
     Whole domains are kept or left out: controllable domains before read-only ones,
     small domains before large ones, so the model never sees half of a domain and
-    takes it for all of it.
+    takes it for all of it. Depends on ids, names, areas and aliases only, never on
+    states, so it can be cached until one of those changes.
     """
     entities = [e for e in entities if len(e.entity_id) <= MAX_ENTITY_ID]
     if not entities:
-        return Listing("There are no entities to control or read.", "", True)
-    table = _table(entities)
-    states = "Current states: " + "; ".join(f"{e.entity_id} {_state(e)}" for e in entities)
-    if estimate_tokens(HEADER + table + states) <= budget_tokens:
-        return Listing(f"{HEADER}\n{table}", states, True)
-    if estimate_tokens(HEADER + table) <= budget_tokens:
-        return Listing(f"{HEADER}\n{table}\nRead states with get_state.", "", True)
+        return Listing("There are no entities to control or read.", True)
+    items = {e.entity_id: _item(e) for e in entities}
+    table = _table(entities, items)
+    if estimate_tokens(f"{HEADER}\n{table}") <= budget_tokens:
+        return Listing(f"{HEADER}\n{table}", True)
     by_domain: dict[str, list[Entity]] = {}
     for entity in entities:
         by_domain.setdefault(entity.domain, []).append(entity)
     order = sorted(by_domain, key=lambda d: (d not in controllable, len(by_domain[d]), d))
-    overview_tokens = estimate_tokens(_overview(entities, [], budget_tokens))
-    room = budget_tokens - estimate_tokens(HEADER) - overview_tokens
+    room = budget_tokens - estimate_tokens(HEADER) - estimate_tokens(_overview(entities, entities, budget_tokens))
     kept: list[str] = []
     for domain in order:
-        cost = sum(estimate_tokens(_item(e)) + 1 for e in by_domain[domain])
+        cost = estimate_tokens(_table(by_domain[domain], items))  # area names counted as if its own
         if cost <= room:
             kept.append(domain)
             room -= cost
-    while kept and estimate_tokens(_table([e for d in kept for e in by_domain[d]])) > budget_tokens - overview_tokens:
-        kept.pop()  # area headers cost more than estimated: give up the last domain taken
-    left_out = [d for d in order if d not in kept]
-    parts = [HEADER, _table([e for d in kept for e in by_domain[d]])] if kept else []
-    parts.append(_overview(entities, [e for d in left_out for e in by_domain[d]], budget_tokens))
-    return Listing("\n".join(parts), "", False)
+    while True:
+        left_out = [e for d in order if d not in kept for e in by_domain[d]]
+        listed = [HEADER, _table([e for d in kept for e in by_domain[d]], items)] if kept else []
+        text = "\n".join([*listed, _overview(entities, left_out, budget_tokens)])
+        if not kept or estimate_tokens(text) <= budget_tokens:
+            return Listing(text, False)
+        kept.pop()  # area headers cost more than the estimate allowed for: give up the last domain taken
+
+
+def states_line(entities: list[Entity]) -> str:
+    """Every entity's state in one line, for the volatile end of the prompt (small houses)."""
+    return "Current states: " + "; ".join(f"{e.entity_id} {_state(e)}" for e in entities)
 
 
 def _overview(entities: list[Entity], left_out: list[Entity], budget_tokens: int) -> str:
@@ -137,7 +141,7 @@ def _overview(entities: list[Entity], left_out: list[Entity], budget_tokens: int
         )
     areas = sorted({_area(e) for e in entities if e.area}, key=str.lower)
     shown: list[str] = []
-    room = max(budget_tokens // 5, 50) * 4  # characters: the area list takes at most a fifth of the budget
+    room = max(budget_tokens // 5, 50) * CHARS_PER_TOKEN  # the area list takes at most a fifth of the budget
     for area in areas:
         room -= len(area) + 2
         if room < 0:

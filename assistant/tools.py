@@ -176,11 +176,8 @@ def _plan_lock(args: dict[str, Any]) -> Plan:
 
 
 _NUMBER = {"type": "number"}
-ENTITY_ID = {
-    "type": "string",
-    "maxLength": 255,
-    "description": "an entity_id from the list in the instructions or from find_entities",
-}
+ENTITY_ID = {"type": "string", "maxLength": 255, "description": "as listed, or found by find_entities"}
+_REQUIRED = {"set_cover": ["action"], "set_fan_speed": ["percentage"], "lock": ["action"]}  # besides entity_id
 _TOOLS: list[tuple[str, str, set[str], dict[str, Any], Callable[[dict[str, Any]], Plan]]] = [
     (
         "turn_on",
@@ -260,7 +257,8 @@ class HomeTools:
         tools = []
         for name, description, domains, properties, plan in _TOOLS:
             if domains & domains_present:
-                tools.append(Tool(name, description, _arguments(properties), self._caller(name, plan)))
+                parameters = _arguments(properties, _REQUIRED.get(name, []))
+                tools.append(Tool(name, description, parameters, self._caller(name, plan)))
         if exposed:
             about = "Read the current state and attributes of an entity."
             tools.append(Tool("get_state", about, _arguments({}), self._get_state))
@@ -343,11 +341,11 @@ class HomeTools:
         return ToolOutcome(json.dumps(result, ensure_ascii=False), [])
 
 
-def _arguments(properties: dict[str, Any]) -> dict[str, Any]:
+def _arguments(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
     """An entity tool's parameters: `entity_id` plus its own, nothing else accepted."""
     return {
         "type": "object",
         "properties": {"entity_id": ENTITY_ID, **properties},
-        "required": ["entity_id"],
+        "required": ["entity_id", *(required or [])],
         "additionalProperties": False,
     }

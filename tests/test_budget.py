@@ -23,7 +23,7 @@ from assistant.budget import (
     cap_value,
     estimate_tokens,
 )
-from assistant.catalog import Finder, listing
+from assistant.catalog import Finder, listing, states_line
 from assistant.config import AgentConfig, DeviceConfig, EntityConfig, HomeAssistantConfig
 from assistant.homeassistant import Command, Entity, Registry
 from assistant.schema import SchemaError, check_schema, validate
@@ -245,12 +245,16 @@ def house(size: int, seed: int = 1) -> Registry:
 def test_listing_stays_within_its_budget(size: int) -> None:
     entities = house(size).exposed()
     result = listing(entities, 2000, CONTROLLABLE)
-    assert estimate_tokens(result.static + result.states) <= 2000
-    if size == 10:
-        assert result.complete and result.states.startswith("Current states: ")
-        assert all(e.entity_id in result.static for e in entities)
-    if size >= 1000:
-        assert not result.complete and "find_entities" in result.static
+    assert estimate_tokens(result.text) <= 2000
+    if size <= 100:
+        assert result.complete and all(e.entity_id in result.text for e in entities)
+    if size >= 1000:  # whole domains left out, controllable ones listed first
+        assert not result.complete and "Find them with find_entities" in result.text
+        listed = {e.domain for e in entities if e.entity_id in result.text}
+        assert "sensor" not in listed and "binary_sensor" not in listed and (listed or size == 5000)
+    assert states_line(entities[:2]) == f"Current states: {entities[0].entity_id} {entities[0].state} °C; " + (
+        f"{entities[1].entity_id} {entities[1].state} °C"
+    )
 
 
 def test_names_are_found_among_thousands() -> None:
