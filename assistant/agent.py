@@ -82,7 +82,39 @@ class Reply:
     text: str
     actions: list[Action] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
-    cut: str | None = None  # why the answer is incomplete: reply_truncated, content_filtered, stream_cut
+    cut: str | None = None  # why the answer is incomplete: reply_truncated, content_filtered, stream_cut, api_error
+
+
+# code -> (event/error message, said after the whole sentences that arrived, said when none did)
+CUT_SHORT: dict[str, tuple[str, str, str]] = {
+    "reply_truncated": (
+        "the answer reached the token limit (finish_reason length)",
+        "Sorry, my answer was cut short.",
+        "Sorry, my answer was cut short before I could say anything. Please try again.",
+    ),
+    "content_filtered": (
+        "the provider's content filter stopped the answer (finish_reason content_filter)",
+        "Sorry, I can't say more about that.",
+        "Sorry, I can't answer that.",
+    ),
+    "stream_cut": (
+        "the answer's stream ended before its final chunk",
+        "Sorry, the rest of my answer was lost.",
+        "Sorry, my answer was lost on the way. Please try again.",
+    ),
+}
+
+
+def cut_short(reply: Reply, said: list[str]) -> tuple[Reply, str]:
+    """A cut-short answer as the household hears it, and what is still to be said.
+
+    `said` holds the whole sentences already handed to speech; the unfinished one is
+    dropped, and a short note says the answer is incomplete (an apology alone when no
+    whole sentence arrived). The reply's text is exactly what is spoken.
+    """
+    _message, note, apology = CUT_SHORT[reply.cut or "stream_cut"]
+    ending = note if said else apology
+    return Reply(" ".join([*said, ending]), reply.actions, reply.usage, reply.cut), ending
 
 
 @dataclass
@@ -186,21 +218,22 @@ class Agent:
         conversation_id: str | None = None,
         on_text: Callable[[str], None] | None = None,
         usage: Usage | None = None,
+        actions: list[Action] | None = None,
     ) -> Reply:
         """Run one turn; `on_text` receives reply text as it streams in.
 
         Turns with the same `conversation_id` see the earlier ones (see Memory). Token
-        usage is added to `usage` as each request ends, so a caller still has it when
-        a later request fails.
+        usage is added to `usage` as each request ends and actions to `actions` as they
+        are taken, so a caller still has both when a later request fails.
         """
         usage = Usage() if usage is None else usage
+        actions = [] if actions is None else actions
         turn: list[dict[str, Any]] = [{"role": "user", "content": text}]
         history = self.memory.history(conversation_id)
         tools = self.tools() if self.config.control_home_assistant else []
         by_name = {tool.name: tool for tool in tools}
         specs = [t.spec() for t in tools]
         system = self.instructions()  # one per turn: every tool round repeats the same, cached, prefix
-        actions: list[Action] = []
         for _ in range(self.config.max_tool_iterations):
             messages = [{"role": "system", "content": system}, *history, *turn]
             content, calls, finish = await self._complete(messages, specs, on_text, usage)

@@ -24,7 +24,7 @@ import numpy as np
 import openai
 
 from assistant import systemd
-from assistant.agent import Agent, Reply, Usage
+from assistant.agent import CUT_SHORT, Agent, Reply, Usage, cut_short
 from assistant.audio import Microphone, Speaker
 from assistant.bridge import ServiceBridge
 from assistant.config import Config, ConfigError, load_config
@@ -39,7 +39,7 @@ from assistant.providers import CredentialError, make_client, resolve, stages_in
 from assistant.sentences import SentenceSplitter
 from assistant.store import Store
 from assistant.stt import Transcriber
-from assistant.tools import HomeTools, Tool
+from assistant.tools import Action, HomeTools, Tool
 from assistant.tts import TtsError, make_voice
 from assistant.vad import Utterance
 
@@ -47,24 +47,6 @@ log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, I can't reach my language service right now. Please try again in a moment."
 FAST_PATH_FAILED = "Sorry, that did not work."
-# What is said after the part of a cut-short answer that arrived, or instead of it when nothing did.
-CUT_SHORT: dict[str, tuple[str, str, str]] = {  # code -> (event/error message, note, apology)
-    "reply_truncated": (
-        "the answer reached the token limit (finish_reason length)",
-        "Sorry, my answer was cut short.",
-        "Sorry, my answer was cut short before I could say anything. Please try again.",
-    ),
-    "content_filtered": (
-        "the provider's content filter stopped the answer (finish_reason content_filter)",
-        "Sorry, I can't say more about that.",
-        "Sorry, I can't answer that.",
-    ),
-    "stream_cut": (
-        "the answer's stream ended before its final chunk",
-        "Sorry, the rest of my answer was lost.",
-        "Sorry, my answer was lost on the way. Please try again.",
-    ),
-}
 EXIT_CREDENTIALS = 3  # systemd: RestartPreventExitStatus, a rejected key will not fix itself
 STOP_STACKS_AFTER_S = 8.0
 STOP_TASKS_TIMEOUT_S = 5.0
@@ -241,19 +223,22 @@ class Assistant:
                 pieces.put_nowait(piece)
 
         usage = Usage()
+        actions: list[Action] = []
         try:
-            reply = await self.agent.respond(text, conversation_id, on_text, usage)
+            reply = await self.agent.respond(text, conversation_id, on_text, usage, actions)
         except openai.APIError as error:
             self.error(request_id, "api_error", f"agent: {type(error).__name__}: {error}")
-            reply = Reply(APOLOGY, usage=usage)
-            splitter = SentenceSplitter()  # drop a half-written sentence; say sorry instead
+            # what was already said and done stays reported; a half-written sentence is dropped
+            reply = Reply(" ".join([*said, APOLOGY]), actions, usage, "api_error" if said else None)
+            splitter = SentenceSplitter()
             pieces.put_nowait(APOLOGY)
         except BaseException:
             if speaking is not None:
                 speaking.cancel()
             raise
-        if reply.cut is not None:
-            reply, ending = self.cut_short(request_id, reply, said)
+        if reply.cut in CUT_SHORT:
+            self.error(request_id, reply.cut, f"agent: {CUT_SHORT[reply.cut][0]}; {len(reply.text)} characters arrived")
+            reply, ending = cut_short(reply, said)
             splitter = SentenceSplitter()  # the unfinished sentence is not spoken
             pieces.put_nowait(ending)
         for piece in splitter.flush():
@@ -263,20 +248,6 @@ class Assistant:
         if speaking is not None:
             await speaking
         return reply
-
-    def cut_short(self, request_id: str, reply: Reply, said: list[str]) -> tuple[Reply, str]:
-        """An answer that stopped early: `event/error`, and a reply of what was said plus a note.
-
-        The whole sentences that arrived have been spoken; the unfinished one is dropped,
-        and a short note says the answer is incomplete (an apology alone when nothing
-        usable arrived). The published text is what the household hears; the second
-        value is what is still to be said.
-        """
-        code = reply.cut or "stream_cut"
-        message, note, apology = CUT_SHORT[code]
-        self.error(request_id, code, f"agent: {message}; {len(reply.text)} characters arrived")
-        ending = note if said else apology
-        return Reply(" ".join([*said, ending]), reply.actions, reply.usage, code), ending
 
     def publish_reply(self, request_id: str, reply: Reply, conversation_id: str | None, **extra: str) -> None:
         """`event/action` for each action taken, then `event/reply` listing them all.

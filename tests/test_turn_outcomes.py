@@ -81,6 +81,22 @@ def test_fast_path_reply_reports_zero_usage(
     assert reply["usage"] == {"prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0}
 
 
+def test_a_10_mb_state_message_leaves_the_prompt_small(
+    fake: FakeOpenAI, mqtt_broker: Broker, mqtt: MqttRecorder, start_daemon: StartDaemon
+) -> None:
+    daemon, root = start_daemon(base_sections(mqtt_broker.port, fake.url), OPENAI_API_KEY=KEY)
+    site = root.rsplit("/", 1)[1]
+    mqtt.publish(f"{site}/kitchen/light/state", "X" * 10_000_000)
+    fake.script = [ChatReply(tool_calls=[("get_state", {"entity_id": "light.kitchen"})]), ChatReply(text="Odd.")]
+    ask(mqtt, root, "is the kitchen light on", "big")
+    first, second = (r.json for r in fake.of("chat/completions"))
+    assert first is not None and second is not None
+    assert len(first["messages"][0]["content"]) < 2000  # it was 10 MB
+    assert len(second["messages"][-1]["content"]) < 2000  # and so was get_state's answer
+    assert mqtt.messages(f"{root}/event/error") == []
+    assert daemon.log().count("10000000-character message") == 1
+
+
 # --------------------------------------------------------------------------- cut-short answers
 
 
@@ -129,6 +145,27 @@ def test_tool_call_of_a_truncated_answer_is_not_run(
     assert reply["partial"] is True and reply["actions"] == []
     assert len(fake.of("chat/completions")) == 1
     mqtt.assert_no_message(f"{site}/kitchen/light/set", duration=0.3)
+
+
+def test_api_failure_after_an_action_still_reports_the_action(
+    fake: FakeOpenAI, mqtt_broker: Broker, mqtt: MqttRecorder, start_daemon: StartDaemon
+) -> None:
+    _daemon, root = start_daemon(base_sections(mqtt_broker.port, fake.url), OPENAI_API_KEY=KEY)
+    site = root.rsplit("/", 1)[1]
+
+    def model(request: dict[str, Any]) -> ChatReply:
+        if len(fake.of("chat/completions")) == 1:
+            return ChatReply(tool_calls=[("turn_on", {"entity_id": "light.kitchen"})])
+        raise RuntimeError("the API is down")  # answered 500, retried, then given up
+
+    fake.chat_handler = model
+    reply = ask(mqtt, root, "turn on the kitchen light", "a1")
+    assert reply["text"].startswith("Sorry, I can't reach my language service")
+    assert [(a["entity_id"], a["ok"]) for a in reply["actions"]] == [("light.kitchen", True)]
+    assert mqtt.wait_for(f"{site}/kitchen/light/set").text == "ON"
+    assert mqtt.wait_for(f"{root}/event/action", predicate=lambda m: m.json()["id"] == "a1").json()["ok"] is True
+    assert reply["usage"]["prompt_tokens"] > 0  # the first request's usage, though the turn failed
+    assert [e["code"] for e in errors(mqtt, root, "a1")] == ["api_error"]
 
 
 # --------------------------------------------------------------------------- tool failures
