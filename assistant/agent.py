@@ -276,7 +276,8 @@ class Agent:
             args = f"not JSON ({type(error).__name__}: {str(error)[:100]})"
         if not isinstance(args, dict):
             actions.append(Action(name, None, None, None, False, "invalid arguments"))
-            return json.dumps({"error": f"arguments must be a JSON object, got {repr(args)[:200]}"})
+            got = args if isinstance(args, str) else f"a JSON {type(args).__name__}"  # no repr: it may be deep
+            return json.dumps({"error": f"arguments must be a JSON object, got {got}"})
         outcome = await tool.run(args)
         actions.extend(outcome.actions)
         return outcome.content

@@ -218,6 +218,7 @@ def test_every_tool_failure_goes_back_to_the_model_and_the_turn_ends_in_a_reply(
                 ("turn_on", {"entity_id": "light.template", "brightness_pct": 50}),
                 ("turn_on", deep),
                 ("turn_on", {"entity_id": "light.template", "brightness_pct": 500, "color": "red"}),
+                ("turn_on", "[" * 300 + "]" * 300),  # parses, but is no object (and is not echoed back whole)
             ]
         ),
         ChatReply(text="None of those lights would change."),
@@ -226,15 +227,16 @@ def test_every_tool_failure_goes_back_to_the_model_and_the_turn_ends_in_a_reply(
     assert reply["text"] == "None of those lights would change."
     fake.wait_for("audio/speech")  # spoken too
     errors_seen = [a["error"] for a in reply["actions"]]
-    assert [a["ok"] for a in reply["actions"]] == [False] * 5
+    assert [a["ok"] for a in reply["actions"]] == [False] * 6
     assert "invalid brightness_scale 'abc'" in errors_seen[0] and "invalid brightness_scale 0" in errors_seen[1]
     assert "ZeroDivisionError" in errors_seen[2] and errors_seen[3] == "invalid arguments"
     assert errors_seen[4] == "brightness_pct: must be at most 100"  # the advertised schema, checked
+    assert errors_seen[5] == "invalid arguments"
     actions = mqtt.messages(f"{root}/event/action", predicate=lambda m: m.json()["id"] == "e1")
-    assert [m.json()["ok"] for m in actions] == [False] * 5
+    assert [m.json()["ok"] for m in actions] == [False] * 6
     results = [m["content"] for m in fake.of("chat/completions")[1].json["messages"] if m["role"] == "tool"]  # type: ignore[index]
-    assert len(results) == 5 and all("error" in json.loads(r) for r in results)
-    assert "RecursionError" in results[3]
+    assert len(results) == 6 and all("error" in json.loads(r) for r in results)
+    assert "RecursionError" in results[3] and "got a JSON list" in results[5]
     assert mqtt.messages(f"{root}/event/error") == []  # no internal_error: neither for the turn nor the states
     for topic in ("a/set", "a/bri", "b/set", "b/bri", "c/set", "c/bri"):
         assert mqtt.messages(f"{site}/{topic}") == []  # nothing half-done
