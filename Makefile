@@ -30,6 +30,7 @@ bench:
 	.venv/bin/python bench/latency.py
 	.venv/bin/python bench/privacy.py
 	.venv/bin/python bench/soak.py
+	.venv/bin/python bench/prompt_tokens.py
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -2,7 +2,10 @@
 
 Text deltas are handed out as they arrive (so speech can start early); tool calls are
 run once their arguments are complete and their results go back to the model, errors
-included, until it answers in words or the loop cap is reached.
+included, until it answers in words or the loop cap is reached. Each reply carries the
+tokens the API reported for the turn, and says when the answer was cut short (length,
+content filter, or a stream that ended without its final chunk): a cut-short round's
+tool calls are never run, their arguments may be incomplete.
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ from typing import Any
 import jinja2
 import openai
 from openai.types.chat import ChatCompletionChunk
+from openai.types.completion_usage import CompletionUsage
 
+from assistant.budget import estimate_tokens
+from assistant.catalog import Listing, listing, states_line
+from assistant.commands import ACTIONS
 from assistant.config import (
     RECOMMENDED_MAX_TOKENS,
     RECOMMENDED_MODEL,
@@ -25,7 +32,7 @@ from assistant.config import (
     AgentConfig,
     DeviceConfig,
 )
-from assistant.homeassistant import Registry
+from assistant.homeassistant import Entity, Registry
 from assistant.memory import Memory
 from assistant.prompt import Instructions
 from assistant.tools import Action, Tool
@@ -34,6 +41,38 @@ log = logging.getLogger(__name__)
 
 LOOP_CAP_REPLY = "Sorry, I could not finish that."
 UNTUNED_KEYS = ("user", "safety_identifier", "service_tier")  # sent whether or not `recommended` is on
+CONTROLLABLE = set().union(*ACTIONS.values())  # domains a tool can act on: listed before read-only ones
+COMPLETE_FINISH = {"stop", "tool_calls", "function_call"}
+CUT_CODES = {"length": "reply_truncated", "content_filter": "content_filtered", None: "stream_cut"}
+
+
+@dataclass
+class Usage:
+    """Tokens the API reported for one turn, summed over its requests (one per tool round)."""
+
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0  # chat requests made
+    reported: int = 0  # of which the API reported usage
+
+    def add(self, usage: CompletionUsage) -> None:
+        """Count one request's usage."""
+        self.prompt_tokens += usage.prompt_tokens or 0
+        self.completion_tokens += usage.completion_tokens or 0
+        details = usage.prompt_tokens_details
+        self.cached_tokens += (details.cached_tokens or 0) if details is not None else 0
+        self.reported += 1
+
+    def as_dict(self) -> dict[str, int] | None:
+        """For event/reply: zeros when no request was made, None when the API reported nothing."""
+        if self.requests and not self.reported:
+            return None
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
 
 
 @dataclass
@@ -42,6 +81,40 @@ class Reply:
 
     text: str
     actions: list[Action] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    cut: str | None = None  # why the answer is incomplete: reply_truncated, content_filtered, stream_cut, api_error
+
+
+# code -> (event/error message, said after the whole sentences that arrived, said when none did)
+CUT_SHORT: dict[str, tuple[str, str, str]] = {
+    "reply_truncated": (
+        "the answer reached the token limit (finish_reason length)",
+        "Sorry, my answer was cut short.",
+        "Sorry, my answer was cut short before I could say anything. Please try again.",
+    ),
+    "content_filtered": (
+        "the provider's content filter stopped the answer (finish_reason content_filter)",
+        "Sorry, I can't say more about that.",
+        "Sorry, I can't answer that.",
+    ),
+    "stream_cut": (
+        "the answer's stream ended before its final chunk",
+        "Sorry, the rest of my answer was lost.",
+        "Sorry, my answer was lost on the way. Please try again.",
+    ),
+}
+
+
+def cut_short(reply: Reply, said: list[str]) -> tuple[Reply, str]:
+    """A cut-short answer as the household hears it, and what is still to be said.
+
+    `said` holds the whole sentences already handed to speech; the unfinished one is
+    dropped, and a short note says the answer is incomplete (an apology alone when no
+    whole sentence arrived). The reply's text is exactly what is spoken.
+    """
+    _message, note, apology = CUT_SHORT[reply.cut or "stream_cut"]
+    ending = note if said else apology
+    return Reply(" ".join([*said, ending]), reply.actions, reply.usage, reply.cut), ending
 
 
 @dataclass
@@ -69,21 +142,44 @@ class Agent:
         self.tools = tools
         self.instructions_template = Instructions(config.instructions, device, registry)
         self.memory = Memory(config.history_turns, config.history_ttl_s, config.history_tokens)
+        self.ask_usage = True  # until the endpoint refuses stream_options (Azure before 2024-08-01-preview)
+        self._listing: tuple[Any, Listing] | None = None  # (what it was built from, the listing)
 
     def instructions(self) -> str:
-        """Render the instructions with the live registry (rendered every turn)."""
+        """The system prompt for a turn: what stays the same first, what changes last.
+
+        Providers cache the longest prefix they saw before (the tools and then the
+        messages). Your instructions and the entity table change only when you or the
+        house do; the time and live states come after them. Rendered once per turn.
+        """
         try:
             text = self.instructions_template.render()
         except jinja2.TemplateError as error:
             log.error("agent.instructions failed to render (%s); using it unrendered", error)  # noqa: TRY400
             text = self.config.instructions
-        text += f"\nThe current time is {datetime.now().astimezone():%A %d %B %Y %H:%M}."
+        parts = [text]
+        states = ""
         if self.config.control_home_assistant:
-            listing = json.dumps([e.summary() for e in self.registry.exposed()], ensure_ascii=False)
-            text += f"\nEntities you can see and control (JSON): {listing}"
+            exposed = self.registry.exposed()
+            house = self.listing(exposed)
+            parts.append(house.text)
+            if house.complete:  # a small house: its states too, if they fit in the same budget
+                states = states_line(exposed)
+                if estimate_tokens(house.text + states) > self.config.listing_tokens:
+                    states = ""
         else:
-            text += "\nYou cannot control or read devices in the home; if asked to, say that you can't."
-        return text
+            parts.append("You cannot control or read devices in the home; if asked to, say that you can't.")
+        parts.append(f"The current time is {datetime.now().astimezone():%A %d %B %Y %H:%M}.")
+        if states:
+            parts.append(states)
+        return "\n".join(parts)
+
+    def listing(self, exposed: list[Entity]) -> Listing:
+        """The entity listing, built again only when ids, names, areas or aliases change."""
+        key = [(e.entity_id, e.name, e.area, tuple(e.aliases)) for e in exposed]
+        if self._listing is None or self._listing[0] != key:
+            self._listing = (key, listing(exposed, self.config.listing_tokens, CONTROLLABLE))
+        return self._listing[1]
 
     def request_options(self) -> dict[str, Any]:
         """Model parameters that reach the wire: the recommended set, or only what the user set."""
@@ -117,24 +213,39 @@ class Agent:
         return options
 
     async def respond(
-        self, text: str, conversation_id: str | None = None, on_text: Callable[[str], None] | None = None
+        self,
+        text: str,
+        conversation_id: str | None = None,
+        on_text: Callable[[str], None] | None = None,
+        usage: Usage | None = None,
+        actions: list[Action] | None = None,
     ) -> Reply:
         """Run one turn; `on_text` receives reply text as it streams in.
 
-        Turns with the same `conversation_id` see the earlier ones (see Memory).
+        Turns with the same `conversation_id` see the earlier ones (see Memory). Token
+        usage is added to `usage` as each request ends and actions to `actions` as they
+        are taken, so a caller still has both when a later request fails.
         """
+        usage = Usage() if usage is None else usage
+        actions = [] if actions is None else actions
         turn: list[dict[str, Any]] = [{"role": "user", "content": text}]
         history = self.memory.history(conversation_id)
         tools = self.tools() if self.config.control_home_assistant else []
         by_name = {tool.name: tool for tool in tools}
-        actions: list[Action] = []
+        specs = [t.spec() for t in tools]
+        system = self.instructions()  # one per turn: every tool round repeats the same, cached, prefix
         for _ in range(self.config.max_tool_iterations):
-            messages = [{"role": "system", "content": self.instructions()}, *history, *turn]
-            content, calls = await self._complete(messages, [t.spec() for t in tools], on_text)
-            if not calls:
+            messages = [{"role": "system", "content": system}, *history, *turn]
+            content, calls, finish = await self._complete(messages, specs, on_text, usage)
+            cut = None if finish in COMPLETE_FINISH else CUT_CODES.get(finish)
+            if cut is not None or not calls:
+                if cut is not None:
+                    log.warning("the answer was cut short (finish_reason %s): %s", finish, cut)
+                    if calls:
+                        log.warning("not running %d tool call(s) of a cut-short answer", len(calls))
                 turn.append({"role": "assistant", "content": content})
                 self.memory.remember(conversation_id, turn)
-                return Reply(content.strip(), actions)
+                return Reply(content.strip(), actions, usage, cut)
             turn.append(
                 {
                     "role": "assistant",
@@ -151,39 +262,67 @@ class Agent:
         log.warning("tool loop reached its cap of %d iterations", self.config.max_tool_iterations)
         if on_text:
             on_text(LOOP_CAP_REPLY)
-        return Reply(LOOP_CAP_REPLY, actions)
+        return Reply(LOOP_CAP_REPLY, actions, usage)
 
     async def _run_tool(self, by_name: dict[str, Tool], call: _ToolCall, actions: list[Action]) -> str:
+        name = call.name[:64]
         tool = by_name.get(call.name)
         if tool is None:
-            actions.append(Action(call.name, None, None, None, False, "no such tool"))
-            return json.dumps({"error": f"no tool named {call.name!r}"})
+            actions.append(Action(name, None, None, None, False, "no such tool"))
+            return json.dumps({"error": f"no tool named {name!r}"})
         try:
             args = json.loads(call.arguments or "{}")
-        except ValueError as error:
-            args = f"not JSON ({error})"
+        except (ValueError, RecursionError) as error:  # RecursionError: arguments nested thousands deep
+            args = f"not JSON ({type(error).__name__}: {str(error)[:100]})"
         if not isinstance(args, dict):
-            actions.append(Action(call.name, None, None, None, False, "invalid arguments"))
-            return json.dumps({"error": f"arguments must be a JSON object, got {args!r}"})
-        outcome = await tool.call(args)
+            actions.append(Action(name, None, None, None, False, "invalid arguments"))
+            got = args if isinstance(args, str) else f"a JSON {type(args).__name__}"  # no repr: it may be deep
+            return json.dumps({"error": f"arguments must be a JSON object, got {got}"})
+        outcome = await tool.run(args)
         actions.extend(outcome.actions)
         return outcome.content
 
+    async def _create(
+        self, messages: list[dict[str, Any]], extra: dict[str, Any]
+    ) -> openai.AsyncStream[ChatCompletionChunk]:
+        """Start a streamed completion, asking for usage unless the endpoint refused that once."""
+        while True:
+            usage: dict[str, Any] = {"stream_options": {"include_usage": True}} if self.ask_usage else {}
+            try:
+                stream: openai.AsyncStream[ChatCompletionChunk] = await self.client.chat.completions.create(  # type: ignore[assignment]
+                    messages=messages,  # type: ignore[arg-type]
+                    stream=True,
+                    **self.request_options(),
+                    **extra,
+                    **usage,
+                )
+            except openai.BadRequestError as error:
+                if not usage or "stream_options" not in str(error):
+                    raise
+                log.warning("the chat endpoint refuses stream_options: replies will carry no usage (%s)", error)
+                self.ask_usage = False
+                continue
+            return stream
+
     async def _complete(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], on_text: Callable[[str], None] | None
-    ) -> tuple[str, list[_ToolCall]]:
-        extra: dict[str, Any] = {"tools": tools} if tools else {}
-        stream: openai.AsyncStream[ChatCompletionChunk] = await self.client.chat.completions.create(  # type: ignore[assignment]
-            messages=messages,  # type: ignore[arg-type]
-            stream=True,
-            **self.request_options(),
-            **extra,
-        )
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        on_text: Callable[[str], None] | None,
+        usage: Usage,
+    ) -> tuple[str, list[_ToolCall], str | None]:
+        """One streamed request: its text, its tool calls and its finish_reason (None if never sent)."""
+        usage.requests += 1
+        stream = await self._create(messages, {"tools": tools} if tools else {})
         content = ""
+        finish: str | None = None
         calls: dict[int, _ToolCall] = {}
         async for chunk in stream:
+            if chunk.usage is not None:
+                usage.add(chunk.usage)
             if not chunk.choices:
                 continue
+            finish = chunk.choices[0].finish_reason or finish
             delta = chunk.choices[0].delta
             if delta.content:
                 content += delta.content
@@ -195,4 +334,4 @@ class Agent:
                 if part.function:
                     call.name += part.function.name or ""
                     call.arguments += part.function.arguments or ""
-        return content, [calls[i] for i in sorted(calls)]
+        return content, [calls[i] for i in sorted(calls)], finish

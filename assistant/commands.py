@@ -58,8 +58,25 @@ def _check(entity: Entity, action: str) -> None:
         raise CommandError(f"{entity.entity_id} ({entity.domain}) does not support {action}")
 
 
+def _whole_number(raw: Any) -> int | None:
+    """A config value meant as a whole number (254, 254.0, "254"), else None."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, str) and raw.strip().isdigit() and len(raw) < 20:
+        return int(raw)
+    return None
+
+
 def _scaled(entity: Entity, percent: float, key: str = "brightness_scale", default: int = 255) -> int:
-    scale = int(entity.key(key, default))
+    raw = entity.key(key, default)
+    scale = _whole_number(raw)
+    if scale is None or scale <= 0:
+        # a scale of 0 would send brightness 0 for every percentage: the light stays dark
+        raise CommandError(f"{entity.entity_id} has an invalid {key} {raw!r} in its config (need a whole number > 0)")
     return max(0, min(scale, round(percent / 100 * scale)))
 
 

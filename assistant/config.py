@@ -221,6 +221,7 @@ class AgentConfig(StageApi):
     history_turns: int = Field(10, ge=0, le=100)
     history_ttl_s: float = Field(300, ge=0, le=86400)
     history_tokens: int = Field(6000, ge=500, le=200000)
+    listing_tokens: int = Field(2500, ge=0, le=100000)  # the entity table in the prompt (see assistant.catalog)
 
     @field_validator("logit_bias")
     @classmethod

@@ -16,6 +16,13 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from assistant.budget import (
+    MAX_PAYLOAD_CHARS,
+    MAX_TEXT_CHARS,
+    bounded_attributes,
+    cap_attributes,
+    cap_text,
+)
 from assistant.config import EntityConfig, HomeAssistantConfig
 from assistant.discovery import is_command_key
 from assistant.ownership import CONFIG, Claims, Conflict
@@ -36,11 +43,25 @@ def _number(value: Any, default: Any, kind: type) -> Any:
 
 
 def render_template(source: str, variables: dict[str, Any]) -> str:
-    """Render a Home Assistant style value/command template (a sandboxed Jinja2 subset)."""
+    """Render a Home Assistant style value/command template (a sandboxed Jinja2 subset).
+
+    Any failure, a syntax error as much as a division by zero or a recursion, is a
+    CommandError: a template comes from a config or discovery message, not from us.
+    """
     try:
         return _templates.from_string(source).render(**variables).strip()
-    except jinja2.TemplateError as error:
-        raise CommandError(f"template {source!r} failed: {error}") from None
+    except Exception as error:
+        raise CommandError(f"template {cap_text(source, 120)!r} failed: {type(error).__name__}: {error}") from None
+
+
+def parse_json(payload: str) -> Any:
+    """The JSON in a message, or None: not JSON, too deep for the parser, or too long to parse."""
+    if len(payload) > MAX_PAYLOAD_CHARS:
+        return None
+    try:
+        return json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
 
 
 class CommandError(Exception):
@@ -84,6 +105,7 @@ class Entity:
     state: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     source: str = CONFIG
+    _warned: set[str] = field(default_factory=set, repr=False, compare=False)  # problems logged once each
 
     @property
     def domain(self) -> str:
@@ -115,61 +137,86 @@ class Entity:
         return topics
 
     def summary(self) -> dict[str, Any]:
-        """What the model is told about the entity."""
-        info: dict[str, Any] = {"entity_id": self.entity_id, "name": self.name, "state": self.state or "unknown"}
+        """What the model is told about the entity: bounded (see assistant.budget)."""
+        info: dict[str, Any] = {
+            "entity_id": self.entity_id,
+            "name": cap_text(self.name, 100),
+            "state": self.state or "unknown",
+        }
         if self.aliases:
-            info["aliases"] = self.aliases
+            info["aliases"] = [cap_text(alias, 100) for alias in self.aliases[:10]]
         if self.area:
-            info["area"] = self.area
+            info["area"] = cap_text(self.area, 100)
         if self.attributes:
-            info["attributes"] = self.attributes
+            info["attributes"], omitted = bounded_attributes(self.attributes)
+            if omitted:
+                info["attributes_omitted"] = omitted
         return info
 
+    def warn_once(self, problem: str, message: str) -> None:
+        """Log a problem with this entity's messages once (later ones at debug level)."""
+        level = logging.DEBUG if problem in self._warned else logging.WARNING
+        self._warned.add(problem)
+        log.log(level, "%s: %s", self.entity_id, message)
+
+    def set_state(self, value: str) -> None:
+        """Store a state, capped."""
+        self.state = cap_text(value, MAX_TEXT_CHARS)
+
+    def set_attributes(self, updates: dict[str, Any]) -> None:
+        """Store attributes, capped (values, and how many attributes an entity keeps)."""
+        cap_attributes(self.attributes, updates)
+
     def apply(self, topic_key: str, payload: str) -> None:
-        """Update state or attributes from a message on one of this entity's state topics."""
+        """Update state or attributes from a message on one of this entity's state topics.
+
+        An oversized message is neither parsed nor templated, only capped; a failing
+        template leaves the state as it was. Either is logged once for the entity.
+        """
         attribute, template_key = STATE_TOPICS[topic_key]
         template = self.key(template_key) or (self.key("state_value_template") if topic_key == "state_topic" else None)
+        if len(payload) > MAX_PAYLOAD_CHARS:
+            self.warn_once("payload", f"a {len(payload)}-character message on its {topic_key} was cut to a state")
+            template = None
+            payload = payload[:MAX_TEXT_CHARS]
         value: Any = payload
-        try:
-            value_json = json.loads(payload)
-        except ValueError:
-            value_json = None
+        value_json = parse_json(payload)
         if template:
             try:
                 value = render_template(template, {"value": payload, "value_json": value_json})
             except CommandError as error:
-                log.debug("%s: %s", self.entity_id, error)
+                self.warn_once(f"template:{template_key}", f"{template_key} failed, state left as it was: {error}")
                 return
         if attribute == "*":
             if isinstance(value_json, dict) and not template:
-                self.attributes.update(value_json)
+                self.set_attributes(value_json)
             return
         if attribute == "state":
             self._apply_state(str(value), value_json)
         else:
-            self.attributes[attribute] = value
+            self.set_attributes({attribute: value})
 
     def _apply_state(self, value: str, value_json: Any) -> None:
         if self.domain == "light" and self.key("schema") == "json" and isinstance(value_json, dict):
-            self.attributes.update({k: v for k, v in value_json.items() if k != "state"})
+            self.set_attributes({k: v for k, v in value_json.items() if k != "state"})
             value = str(value_json.get("state", ""))
             self.state = {"ON": "on", "OFF": "off"}.get(value.upper(), "unknown")
             return
         if self.domain in ON_OFF_DOMAINS:
             on = str(self.key("state_on", self.key("payload_on", "ON")))
             off = str(self.key("state_off", self.key("payload_off", "OFF")))
-            self.state = "on" if value == on else "off" if value == off else value
+            self.set_state("on" if value == on else "off" if value == off else value)
         elif self.domain == "lock":
             states = {"LOCKED": "locked", "UNLOCKED": "unlocked", "LOCKING": "locking", "UNLOCKING": "unlocking"}
-            self.state = states.get(value, value.lower())
+            self.set_state(states.get(value, value.lower()))
         elif self.domain == "cover":
             states = {"open": "open", "closed": "closed", "opening": "opening", "closing": "closing"}
-            self.state = states.get(value.lower(), value)
+            self.set_state(states.get(value.lower(), value))
         else:
-            self.state = value
+            self.set_state(value)
             unit = self.key("unit_of_measurement")
             if unit:
-                self.attributes["unit_of_measurement"] = unit
+                self.set_attributes({"unit_of_measurement": unit})
 
     def state_topics(self) -> dict[str, str]:
         """Topic -> state topic key, for the topics this entity reads."""
@@ -227,7 +274,8 @@ class Registry:
             return
         if existing is not None:  # keep what we already know of its state
             entity.state = entity.state or existing.state
-            entity.attributes = {**existing.attributes, **entity.attributes}
+            learned, entity.attributes = entity.attributes, dict(existing.attributes)
+            entity.set_attributes(learned)
             self._sources.get(existing.source, set()).discard(existing.entity_id)
         self.entities[entity.entity_id] = entity
         self._sources.setdefault(entity.source, set()).add(entity.entity_id)
@@ -355,14 +403,13 @@ class Registry:
             entity = Entity(entity_id, object_id.replace("_", " ").capitalize(), source="statestream")
             self.add(entity)
         if leaf == "state":
-            entity.state = payload
+            entity.set_state(payload)
             return entity
-        try:
-            value = json.loads(payload)
-        except ValueError:
-            value = payload
+        value = parse_json(payload)
+        if value is None and payload.strip() != "null":
+            value = payload[:MAX_PAYLOAD_CHARS]  # not JSON (or too long to parse): kept as capped text
         if leaf == "friendly_name" and isinstance(value, str) and entity.source == "statestream":
-            entity.name = value
+            entity.name = cap_text(value, 100)
         else:
-            entity.attributes[leaf] = value
+            entity.set_attributes({leaf: value})
         return entity

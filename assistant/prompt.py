@@ -8,8 +8,9 @@ prompt never tells the model about what it may not touch.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -64,6 +65,29 @@ class _States:
         return _Domain(self._registry, domain)
 
 
+class _Lazy(Sequence[dict[str, Any]]):
+    """`entities`: summaries built only if the template uses them (thousands cost time every turn)."""
+
+    def __init__(self, build: Callable[[], list[dict[str, Any]]]) -> None:
+        self._build = build
+        self._items: list[dict[str, Any]] | None = None
+
+    def _all(self) -> list[dict[str, Any]]:
+        if self._items is None:
+            self._items = self._build()
+        return self._items
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[dict[str, Any]]: ...
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | Sequence[dict[str, Any]]:
+        return self._all()[index]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
 def _visible(registry: Registry, entity_id: str) -> Entity | None:
     entity = registry.entities.get(str(entity_id))
     return entity if entity is not None and registry.is_exposed(entity.entity_id) else None
@@ -116,7 +140,7 @@ class Instructions:
             "area_entities": area_entities,
             "now": lambda: datetime.now().astimezone(),
             "utcnow": lambda: datetime.now(UTC),
-            "entities": [e.summary() for e in registry.exposed()],
+            "entities": _Lazy(lambda: [e.summary() for e in registry.exposed()]),
             "device": self.device,
         }
 

@@ -24,7 +24,7 @@ import numpy as np
 import openai
 
 from assistant import systemd
-from assistant.agent import Agent, Reply
+from assistant.agent import CUT_SHORT, Agent, Reply, Usage, cut_short
 from assistant.audio import Microphone, SoundCard
 from assistant.bridge import ServiceBridge
 from assistant.config import Config, ConfigError, load_config
@@ -230,22 +230,32 @@ class Assistant:
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
         splitter = SentenceSplitter()
         speaking = asyncio.create_task(self.speak_pieces(pieces, request_id)) if speak and self.voice else None
+        said: list[str] = []  # whole pieces handed to speech so far
 
         def on_text(delta: str) -> None:
             for piece in splitter.feed(delta):
+                said.append(piece)
                 pieces.put_nowait(piece)
 
+        usage = Usage()
+        actions: list[Action] = []
         try:
-            reply = await self.agent.respond(text, conversation_id, on_text if speaking else None)
+            reply = await self.agent.respond(text, conversation_id, on_text, usage, actions)
         except openai.APIError as error:
             self.error(request_id, "api_error", f"agent: {type(error).__name__}: {error}")
-            reply = Reply(APOLOGY)
-            splitter = SentenceSplitter()  # drop a half-written sentence; say sorry instead
+            # what was already said and done stays reported; a half-written sentence is dropped
+            reply = Reply(" ".join([*said, APOLOGY]), actions, usage, "api_error" if said else None)
+            splitter = SentenceSplitter()
             pieces.put_nowait(APOLOGY)
         except BaseException:
             if speaking is not None:
                 speaking.cancel()
             raise
+        if reply.cut in CUT_SHORT:
+            self.error(request_id, reply.cut, f"agent: {CUT_SHORT[reply.cut][0]}; {len(reply.text)} characters arrived")
+            reply, ending = cut_short(reply, said)
+            splitter = SentenceSplitter()  # the unfinished sentence is not spoken
+            pieces.put_nowait(ending)
         for piece in splitter.flush():
             pieces.put_nowait(piece)
         pieces.put_nowait(None)
@@ -258,7 +268,9 @@ class Assistant:
         """`event/action` for each action taken, then `event/reply` listing them all.
 
         An unconfirmed action is published again, with the same id and `"late": true`,
-        once its fate is known (see assistant/delivery.py).
+        once its fate is known (see assistant/delivery.py). `usage` is the tokens the API
+        reported for the turn (zeros when no model was asked, null when the API reported
+        none); `partial` is true for a cut-short answer.
         """
         for action in reply.actions:
             self.link.event("action", {"id": request_id, **action.as_dict()})
@@ -267,7 +279,15 @@ class Assistant:
         actions = [a.as_dict() for a in reply.actions]
         self.link.event(
             "reply",
-            {"id": request_id, "text": reply.text, "conversation_id": conversation_id, "actions": actions, **extra},
+            {
+                "id": request_id,
+                "text": reply.text,
+                "conversation_id": conversation_id,
+                "actions": actions,
+                "usage": reply.usage.as_dict(),
+                "partial": reply.cut is not None,
+                **extra,
+            },
         )
 
     def publish_settled(self, request_id: str, fate: asyncio.Future[Action]) -> None:

@@ -2,7 +2,9 @@
 
 Every call is checked against the `expose` allowlist before anything is published,
 whatever the model asks; refusals and errors go back to the model as the tool's
-result and are reported as failed actions.
+result and are reported as failed actions. Entity ids are plain strings in the
+schemas (no list of every entity: that grew with the house) and are checked against
+the registry when called; `find_entities` resolves names in houses too large to list.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from assistant.bridge import BridgeOutcome, ServiceBridge
+from assistant.budget import cap_text
+from assistant.catalog import LIST_LIMIT, Finder
 from assistant.commands import ACTIONS, mqtt_commands, service_call
 from assistant.delivery import Delivery, Settlement
 from assistant.homeassistant import Command, CommandError, Entity, Registry
+from assistant.schema import SchemaError, check_schema, validate
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +132,44 @@ class Tool:
     parameters: dict[str, Any]
     call: Callable[[dict[str, Any]], Awaitable[ToolOutcome]]
 
+    def __post_init__(self) -> None:
+        check_schema(self.parameters)
+
     def spec(self) -> dict[str, Any]:
         """The chat completions `tools` entry."""
         return {
             "type": "function",
             "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
         }
+
+    async def run(self, args: Any) -> ToolOutcome:
+        """Check `args` against the advertised schema, then call; every failure is an outcome.
+
+        Whatever goes wrong (bad arguments, a broken template in an entity's config, a
+        bug) becomes an error result for the model and a failed action, so the turn
+        goes on and ends in a reply.
+        """
+        entity_id = args.get("entity_id") if isinstance(args, dict) else None
+        entity_id = cap_text(entity_id, 255) if isinstance(entity_id, str) else None
+        try:
+            validate(args, self.parameters)
+        except SchemaError as error:
+            log.info("%s: refused arguments: %s", self.name, error)
+            return failed(self.name, entity_id, str(error))
+        try:
+            return await self.call(args)
+        except Exception as error:
+            log.exception("tool %s failed", self.name)
+            return failed(
+                self.name, entity_id, f"{self.name} failed: {type(error).__name__}: {cap_text(str(error), 200)}"
+            )
+
+
+def failed(tool: str, entity_id: str | None, message: str, done: list[Action] | None = None) -> ToolOutcome:
+    """An error result for the model, with the failed action (after any `done` before it)."""
+    return ToolOutcome(
+        json.dumps({"error": message}), [*(done or []), Action(tool, entity_id, None, None, False, message)]
+    )
 
 
 def _number(args: dict[str, Any], key: str, low: float, high: float) -> float | None:
@@ -201,6 +238,8 @@ def _plan_lock(args: dict[str, Any]) -> Plan:
 
 
 _NUMBER = {"type": "number"}
+ENTITY_ID = {"type": "string", "maxLength": 255, "description": "as listed, or found by find_entities"}
+_REQUIRED = {"set_cover": ["action"], "set_fan_speed": ["percentage"], "lock": ["action"]}  # besides entity_id
 _TOOLS: list[tuple[str, str, set[str], dict[str, Any], Callable[[dict[str, Any]], Plan]]] = [
     (
         "turn_on",
@@ -210,7 +249,12 @@ _TOOLS: list[tuple[str, str, set[str], dict[str, Any], Callable[[dict[str, Any]]
         {
             "brightness_pct": {**_NUMBER, "minimum": 0, "maximum": 100},
             "color_temp_kelvin": {**_NUMBER, "minimum": 1000, "maximum": 12000},
-            "rgb_color": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 255}},
+            "rgb_color": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 0, "maximum": 255},
+                "minItems": 3,
+                "maxItems": 3,
+            },
         },
         _plan_turn_on,
     ),
@@ -226,14 +270,17 @@ _TOOLS: list[tuple[str, str, set[str], dict[str, Any], Callable[[dict[str, Any]]
         "Open, close or stop a cover or valve (blind, shutter, garage door), or move it to a position "
         "from 0 (closed) to 100 (open).",
         ACTIONS["open"],
-        {"action": {"type": "string", "enum": ["open", "close", "stop", "set_position"]}, "position": _NUMBER},
+        {
+            "action": {"type": "string", "enum": ["open", "close", "stop", "set_position"]},
+            "position": {**_NUMBER, "minimum": 0, "maximum": 100},
+        },
         _plan_cover,
     ),
     (
         "set_climate",
         "Set a thermostat's target temperature and/or its HVAC mode (heat, cool, auto, off, ...).",
         ACTIONS["set_temperature"],
-        {"temperature": _NUMBER, "hvac_mode": {"type": "string"}},
+        {"temperature": {**_NUMBER, "minimum": 5, "maximum": 35}, "hvac_mode": {"type": "string", "maxLength": 40}},
         _plan_climate,
     ),
     (
@@ -266,25 +313,30 @@ class HomeTools:
         return entity.mqtt_native or self.bridge is not None
 
     def tools(self) -> list[Tool]:
-        """The tools that have something to act on, each listing only its exposed entities."""
+        """The tools that have something exposed to act on; the same list while the house is the same."""
         exposed = self.registry.exposed()
+        domains_present = {e.domain for e in exposed if self._reachable(e)}
         tools = []
         for name, description, domains, properties, plan in _TOOLS:
-            ids = [e.entity_id for e in exposed if e.domain in domains and self._reachable(e)]
-            if ids:
-                parameters = {
-                    "type": "object",
-                    "properties": {"entity_id": {"type": "string", "enum": ids}, **properties},
-                    "required": ["entity_id"],
-                }
+            if domains & domains_present:
+                parameters = _arguments(properties, _REQUIRED.get(name, []))
                 tools.append(Tool(name, description, parameters, self._caller(name, plan)))
         if exposed:
-            parameters = {
-                "type": "object",
-                "properties": {"entity_id": {"type": "string", "enum": [e.entity_id for e in exposed]}},
-                "required": ["entity_id"],
+            about = "Read the current state and attributes of an entity."
+            tools.append(Tool("get_state", about, _arguments({}), self._get_state))
+            find = {
+                "query": {"type": "string", "maxLength": 200, "description": "the name as the user said it"},
+                "area": {"type": "string", "maxLength": 100},
+                "domain": {"type": "string", "maxLength": 50, "description": "e.g. light, sensor, cover"},
             }
-            tools.append(Tool("get_state", "Read the current state of an entity.", parameters, self._get_state))
+            tools.append(
+                Tool(
+                    "find_entities",
+                    "Find entities by name, area and/or domain: returns the best matches with entity_id and state.",
+                    {"type": "object", "properties": find, "additionalProperties": False},
+                    self._find,
+                )
+            )
         return tools
 
     def _caller(
@@ -309,6 +361,9 @@ class HomeTools:
             log.info("refused %s(%s): %s", tool, entity_id, error)
             actions.append(Action(tool, entity_id, None, None, False, str(error), "refused"))
             return ToolOutcome(json.dumps({"error": str(error)}), actions)
+        except Exception as error:  # a broken value in the entity's config: the model hears of it, the turn goes on
+            log.exception("%s(%s) failed", tool, entity_id)
+            return failed(tool, entity_id, f"failed: {type(error).__name__}: {cap_text(str(error), 200)}", actions)
         if all(a.ok for a in actions):
             return ToolOutcome(json.dumps({"result": "done", "entity_id": entity_id}), actions)
         if any(a.ok is False for a in actions):
@@ -341,3 +396,24 @@ class HomeTools:
             refused = Action("get_state", str(entity_id), None, None, False, str(error), "refused")
             return ToolOutcome(json.dumps({"error": str(error)}), [refused])
         return ToolOutcome(json.dumps(entity.summary(), ensure_ascii=False), [])
+
+    async def _find(self, args: dict[str, Any]) -> ToolOutcome:
+        query, area, domain = (str(args.get(key) or "") for key in ("query", "area", "domain"))
+        limit = 8 if query.strip() else LIST_LIMIT
+        matches, more = Finder(self.registry.exposed()).find(query, domain or None, area or None, limit)
+        result: dict[str, Any] = {"matches": [Finder.describe(e) for e in matches]}
+        if more:
+            result["more"] = more
+        if not matches:
+            result["hint"] = "nothing matches; try fewer or other words, or only an area or a domain"
+        return ToolOutcome(json.dumps(result, ensure_ascii=False), [])
+
+
+def _arguments(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    """An entity tool's parameters: `entity_id` plus its own, nothing else accepted."""
+    return {
+        "type": "object",
+        "properties": {"entity_id": ENTITY_ID, **properties},
+        "required": ["entity_id", *(required or [])],
+        "additionalProperties": False,
+    }

@@ -120,11 +120,15 @@ class ChatReply:
 
     ``tool_calls`` holds ``(function name, arguments)``; arguments are normally a
     dict (serialised to JSON) but a raw string is sent verbatim (e.g. to test
-    malformed arguments).
+    malformed arguments). ``finish_reason`` replaces the natural one (``stop`` /
+    ``tool_calls``), e.g. ``length`` or ``content_filter``. ``cut_after`` ends a stream
+    cleanly after that many content pieces, with no finish chunk, usage or ``[DONE]``.
     """
 
     text: str = ""
     tool_calls: list[tuple[str, dict[str, Any] | str]] = field(default_factory=list)
+    finish_reason: str | None = None
+    cut_after: int | None = None
 
 
 @dataclass
@@ -387,6 +391,26 @@ def _route(path: str) -> tuple[str, str, bool, str | None]:
 # ------------------------------------------------------------------------ server
 
 
+def _usage(
+    fake: FakeOpenAI, messages: list[Any], pieces: list[str], calls: list[tuple[str, str, str]]
+) -> dict[str, Any]:
+    """The usage object: about 4 characters a prompt token, a word a completion token."""
+    prompt_tokens = max(1, len(json.dumps(messages)) // 4)
+    completion_tokens = len(pieces) + sum(len(c[1]) + len(c[2]) for c in calls) // 4
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": min(fake.cached_tokens, prompt_tokens), "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -605,6 +629,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HTTPError(
                 400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter"
             )
+        if req.get("stream_options") is not None and fake.reject_stream_options:
+            raise _HTTPError(400, "Unrecognized request argument supplied: stream_options")
         reply = fake._next_chat_reply(req)
         model = str(req["model"])
         cid = "chatcmpl-" + secrets.token_hex(12)
@@ -617,22 +643,9 @@ class _Handler(BaseHTTPRequestHandler):
             )
             for name, args in reply.tool_calls
         ]
-        finish = "tool_calls" if calls else "stop"
+        finish = reply.finish_reason or ("tool_calls" if calls else "stop")
         pieces = _words(reply.text)
-        prompt_tokens = max(1, len(json.dumps(req["messages"])) // 4)
-        completion_tokens = len(pieces) + sum(len(c[1]) + len(c[2]) for c in calls) // 4
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {
-                "reasoning_tokens": 0,
-                "audio_tokens": 0,
-                "accepted_prediction_tokens": 0,
-                "rejected_prediction_tokens": 0,
-            },
-        }
+        usage = _usage(fake, req["messages"], pieces, calls)
 
         if req.get("stream") is not True:
             message: dict[str, Any] = {
@@ -689,9 +702,15 @@ class _Handler(BaseHTTPRequestHandler):
             if delay > 0:
                 time.sleep(delay)
 
-        for piece in pieces:
+        for count, piece in enumerate(pieces):
+            if count == reply.cut_after:
+                self._chunk(b"", last=True)  # a clean end of the body, before the stream's own end
+                return
             pace()
             self._sse(chunk({"content": piece}))
+        if reply.cut_after is not None:
+            self._chunk(b"", last=True)
+            return
         for index, (call_id, name, args) in enumerate(calls):
             pace()
             self._sse(
@@ -894,6 +913,8 @@ class FakeOpenAI:
         self.transcribe_delay_s: float = 0.0
         self.tts_first_byte_delay_s: float = 0.0
         self.tts_chunk_delay_s: float = 0.0  # extra: pause between streamed TTS chunks
+        self.cached_tokens: int = 0  # reported as usage.prompt_tokens_details.cached_tokens
+        self.reject_stream_options: bool = False  # answer 400 to stream_options, as Azure before 2024-08-01 did
 
     # -- lifecycle
 

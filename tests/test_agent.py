@@ -69,7 +69,8 @@ def test_custom_settings_reach_the_wire(
     result = run_cli(["ask", "--config", str(config), "hello"], daemon_env(pulse.env, OPENAI_API_KEY="test-key"))
     assert result.returncode == 0, result.stderr
     body = chat_body(fake)
-    assert {k: v for k, v in body.items() if k not in ("messages", "tools", "stream")} == {
+    assert body["stream_options"] == {"include_usage": True}  # usage for event/reply
+    assert {k: v for k, v in body.items() if k not in ("messages", "tools", "stream", "stream_options")} == {
         "model": "my-local-model",
         "max_completion_tokens": 256,
         "temperature": 0.3,

@@ -119,7 +119,7 @@ def test_ask_reads_retained_state(
     assert second is not None
     tool_message = second["messages"][-1]
     assert tool_message["role"] == "tool" and '"state": "on"' in tool_message["content"]
-    assert '"state": "on"' in second["messages"][0]["content"]  # the system prompt lists live states
+    assert "Current states: light.kitchen on" in second["messages"][0]["content"]  # a small house: states listed
 
 
 def test_say_with_espeak_reaches_the_speaker(

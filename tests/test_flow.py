@@ -90,8 +90,8 @@ def run_kitchen_turn(
     assert len(chats) == 2
     assert chats[0].json is not None and chats[0].json["stream"] is True
     tool_names = [t["function"]["name"] for t in chats[0].json["tools"]]
-    assert tool_names == ["turn_on", "turn_off", "get_state"]
-    assert chats[0].json["tools"][0]["function"]["parameters"]["properties"]["entity_id"]["enum"] == ["light.kitchen"]
+    assert tool_names == ["turn_on", "turn_off", "get_state", "find_entities"]
+    assert "Kitchen: light.kitchen" in chats[0].json["messages"][0]["content"]
     speech_request = fake.of("audio/speech")[0]
     assert speech_request.json is not None
     assert speech_request.json["input"] == ANSWER and speech_request.json["response_format"] == "pcm"

@@ -31,12 +31,14 @@ Z2M_LIGHT = {
 }
 
 
-def tool_enum(body: dict[str, Any] | None, tool: str) -> list[str]:
+def tool_names(body: dict[str, Any] | None) -> list[str]:
     assert body is not None
-    for spec in body.get("tools", []):
-        if spec["function"]["name"] == tool:
-            return list(spec["function"]["parameters"]["properties"]["entity_id"]["enum"])
-    return []
+    return [spec["function"]["name"] for spec in body.get("tools", [])]
+
+
+def system_prompt(body: dict[str, Any] | None) -> str:
+    assert body is not None
+    return str(body["messages"][0]["content"])
 
 
 def ask(mqtt: MqttRecorder, root: str, text: str, request_id: str, timeout: float = 15) -> dict[str, Any]:
@@ -62,11 +64,10 @@ def test_entities_learned_from_discovery_are_controlled_and_forgotten(
     ]
     assert ask(mqtt, root, "turn on the hall lamp", "d1")["text"] == "The hall lamp is on."
     first = fake.of("chat/completions")[0].json
-    assert tool_enum(first, "turn_on") == ["light.hall_lamp", "light.kitchen"]
-    assert first is not None
-    system = first["messages"][0]["content"]
-    assert '"entity_id": "light.hall_lamp", "name": "Hall lamp", "state": "off"' in system
-    assert '"area": "Hall"' in system
+    assert "turn_on" in tool_names(first)
+    system = system_prompt(first)
+    assert "\nHall: light.hall_lamp\n" in system  # its name says no more than its id
+    assert "light.hall_lamp off" in system.rsplit("The current time is", 1)[1]  # live states come last
     command = mqtt.wait_for("zigbee2mqtt/Hall lamp/set")
     assert command.json() == {"state": "ON", "brightness": 254}
 
@@ -74,7 +75,8 @@ def test_entities_learned_from_discovery_are_controlled_and_forgotten(
     mqtt.publish(f"{prefix}/light/0x00158d0001/light/config", b"", retain=True)
     fake.reset()
     ask(mqtt, root, "what lights are there", "d2")
-    assert tool_enum(fake.of("chat/completions")[0].json, "turn_on") == ["light.kitchen"]
+    system = system_prompt(fake.of("chat/completions")[0].json)
+    assert "light.kitchen" in system and "light.hall_lamp" not in system
 
 
 def test_device_discovery_and_statestream_states(
@@ -122,12 +124,16 @@ def test_device_discovery_and_statestream_states(
     ]
     ask(mqtt, root, "blind to thirty percent", "c1")
     assert mqtt.wait_for("study/blind/setpos").text == "30"
-    system = fake.of("chat/completions")[0].json["messages"][0]["content"]  # type: ignore[index]
-    assert '"entity_id": "sensor.study_temperature", "name": "Study Temperature", "state": "19.5"' in system
-    assert '"entity_id": "climate.living_room", "name": "Living room", "state": "heat"' in system
-    assert '"temperature": 20.5' in system
+    first = fake.of("chat/completions")[0].json
+    system = system_prompt(first)
+    assert "sensor.study_temperature 19.5 °C" in system and "climate.living_room heat" in system
     # no bridge configured: the statestream thermostat cannot be controlled, so no climate tool
-    assert tool_enum(fake.of("chat/completions")[0].json, "set_climate") == []
+    assert "set_climate" not in tool_names(first)
+    # its attributes are read through get_state
+    fake.script = [ChatReply(tool_calls=[("get_state", {"entity_id": "climate.living_room"})]), ChatReply(text="20.5")]
+    ask(mqtt, root, "what is the living room set to", "c2")
+    state = json.loads(fake.of("chat/completions")[-1].json["messages"][-1]["content"])  # type: ignore[index]
+    assert state["name"] == "Living room" and state["state"] == "heat" and state["attributes"]["temperature"] == 20.5
 
 
 def test_service_bridge_round_trip_and_refusal(
@@ -455,9 +461,9 @@ def test_broken_arguments_and_injected_text_do_not_widen_control(
     assert [a["error"] for a in reply["actions"]][:2] == ["invalid arguments", "invalid arguments"]
     first = fake.of("chat/completions")[0].json
     assert first is not None
-    assert tool_enum(first, "lock") == []  # no lock tool at all: the lock is not exposed
+    assert "lock" not in tool_names(first)  # no lock tool at all: the lock is not exposed
     assert "lock.front_door" not in json.dumps(first["tools"])
-    assert '"entity_id": "lock.front_door"' not in first["messages"][0]["content"]  # only its name, as injected text
+    assert "Front door" not in first["messages"][0]["content"]  # the lock is not listed; its id is only injected text
     second = fake.of("chat/completions")[1].json
     assert second is not None and "arguments must be a JSON object" in second["messages"][-1]["content"]
     mqtt.assert_no_message(f"{site}/door/set", duration=0.5)
