@@ -305,6 +305,8 @@ class Microphone:
         self.stall_s = stall_s
         self.last_frame_at = time.monotonic()
         self.dropped = 0
+        self.trouble: str | None = None  # what is wrong with the microphone now, if anything
+        self.on_trouble: Callable[[str | None], None] | None = None  # told when that changes
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_frames)
         self._open_ok = False  # on the loop: whether frames should be flowing
         self._live: sd.RawInputStream | None = None  # on the audio thread only: the stream last opened
@@ -391,6 +393,7 @@ class Microphone:
                     log.info("microphone open (%s)", self.device if self.device is not None else "default")
                 except (sd.PortAudioError, AudioError, ValueError) as error:
                     log.warning("microphone unavailable (%s); retrying in %.1f s", error, backoff)
+                    self._report(f"microphone unavailable: {error}")
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 30.0)
                     await self.card.rescan()
@@ -402,7 +405,18 @@ class Microphone:
                     frame = await self._queue.get()
             except TimeoutError:
                 log.warning("microphone delivered nothing for %.1f s; reopening", self.stall_s)
+                self._report(f"microphone delivered nothing for {self.stall_s:g} s")
                 self._open_ok = False
                 await self.card.rescan(self._close_live)
                 continue
+            if self.trouble is not None:
+                log.info("microphone is back")
+                self._report(None)
             yield frame
+
+    def _report(self, trouble: str | None) -> None:
+        """Tell the owner when the microphone fails, and when it works again (once each)."""
+        changed = (trouble is None) != (self.trouble is None)
+        self.trouble = trouble
+        if changed and self.on_trouble is not None:
+            self.on_trouble(trouble)

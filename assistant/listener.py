@@ -20,23 +20,24 @@ from typing import Any, Protocol
 
 from assistant.config import Config
 from assistant.payloads import new_id
+from assistant.state import Event, State, StateMachine
 from assistant.vad import Pause, Resumed, Segmenter, SpeechStarted, Utterance, webrtc_classifier
 from assistant.wakeword import Detection, WakeWord
 
 log = logging.getLogger(__name__)
 
-BUSY_STATES = ("transcribing", "thinking", "speaking")
 SAME_WAKE_S = 1.5  # detections this close together are one wake word heard by several devices
 
 
 class Host(Protocol):
     """What the listener needs from the daemon."""
 
-    state: str
-    muted: bool
+    machine: StateMachine
     mic_open_at: float
 
-    def set_state(self, state: str) -> None: ...
+    @property
+    def muted(self) -> bool: ...
+
     def wake_event(self, data: dict[str, Any]) -> None: ...
     def publish_claim(self, claim: dict[str, Any]) -> None: ...
     def submit_utterance(self, utterance: Utterance, request_id: str, early: asyncio.Task[str] | None) -> None: ...
@@ -91,8 +92,7 @@ class Listener:
         self.segmenter.reset()
         self.drop_early()
         self.host.wake_event({"id": self.request_id, "t": time.time(), "reason": reason, **extra})
-        if self.host.state in ("idle", "muted"):
-            self.host.set_state("listening")
+        self.host.machine.handle(Event.WAKE)
         return self.request_id
 
     def close(self) -> None:
@@ -100,31 +100,30 @@ class Listener:
         self.listen_until = 0.0
         self.segmenter.reset()
         self.drop_early()
-        if self.host.state == "listening":
-            self.host.set_state("idle")
+        self.host.machine.handle(Event.SILENCE)
 
     # --- frames --------------------------------------------------------------
 
     def feed(self, frame: bytes) -> None:
         """Take one microphone frame."""
-        host = self.host
-        if host.muted:
-            if self.segmenter.in_speech or host.state == "listening":
+        host, machine = self.host, self.host.machine
+        if machine.muted:
+            if self.segmenter.in_speech or machine.state is State.LISTENING:
                 self.close()
             return
-        if host.state in BUSY_STATES:
+        if machine.busy:
             if self.segmenter.in_speech:
                 self.segmenter.reset()
                 self.drop_early()
-            if host.state == "speaking" and self.wake is not None and (detection := self.wake.process(frame)):
-                log.info("barge-in: %s heard while speaking", detection.model)
+            if self.wake is not None and (detection := self.wake.process(frame)):
+                log.info("barge-in: %s heard while %s", detection.model, machine.state)
                 host.barge_in()
                 self.woken(detection)
             return
         if self.clock() < host.mic_open_at:
             return
         if not self.window_open() and not self.segmenter.in_speech:
-            if host.state == "listening":
+            if machine.state is State.LISTENING:
                 self.close()  # the window passed without a request
             if self.wake is not None and (detection := self.wake.process(frame)):
                 self.woken(detection)
@@ -141,7 +140,7 @@ class Listener:
         elif isinstance(event, Resumed):
             self.drop_early()
         elif isinstance(event, SpeechStarted):
-            self.host.set_state("listening")
+            self.host.machine.handle(Event.SPEECH)
         elif isinstance(event, Utterance):
             log.debug("utterance %.2f-%.2f s (%.2f s of audio)", event.start_s, event.end_s, event.duration_s)
             request_id, self.request_id = self.request_id or new_id(), None
@@ -150,8 +149,8 @@ class Listener:
             if self.wake_config.sound:
                 self.host.play_sound("done")
             self.host.submit_utterance(event, request_id, early)
-        elif self.host.state == "listening" and not self.segmenter.in_speech and not self.window_open():
-            self.host.set_state("idle")  # too short to be a request
+        elif not self.segmenter.in_speech and not self.window_open():
+            self.host.machine.handle(Event.SILENCE)  # too short to be a request
 
     def _early_done(self, task: asyncio.Task[str]) -> None:
         # Still paused, and what was said is already a command the fast path knows:
@@ -219,7 +218,7 @@ class Listener:
 
     def _yield(self, better: Claim, mine: Claim, request_id: str) -> None:
         self.mine = None
-        if self.request_id == request_id and self.host.state in ("idle", "listening"):
+        if self.request_id == request_id and self.host.machine.state in (State.IDLE, State.LISTENING):
             log.info(
                 "%s heard the wake word better (%.1f dBFS vs %.1f); staying quiet",
                 better.site_id,

@@ -38,6 +38,7 @@ from assistant.mqtt import Message, MqttLink
 from assistant.payloads import BadRequest, Request, new_id, parse_signal, parse_switch, parse_text_request
 from assistant.providers import CredentialError, make_client, resolve, stages_in_use, verify
 from assistant.sentences import SentenceSplitter
+from assistant.state import Event, State, StateMachine
 from assistant.store import Store
 from assistant.stt import Transcriber
 from assistant.tools import Action, HomeTools, Tool
@@ -54,7 +55,6 @@ STOP_STACKS_AFTER_S = 8.0
 STOP_TASKS_TIMEOUT_S = 5.0
 STOPPING = "the assistant is stopping; this request was not handled"
 FINISH_REPLY_S = 10.0  # SIGTERM lets the current reply finish for this long (TimeoutStopSec is 20)
-AUDIO_STALL_S = 10.0  # no microphone frames for this long: the watchdog is not petted
 ECHO_TAIL_S = 0.25  # ignore the microphone briefly after speaking: the room still rings
 TONE_RATE = 16000
 
@@ -121,7 +121,8 @@ class Assistant:
         )
         self.house = House(config, self.link, self.registry, self.bridge)
         self.store = Store(config.device.state_dir)
-        self.muted = bool(self.store.load().get("muted", False))
+        self.machine = StateMachine(config.wake.mode, bool(self.store.load().get("muted", False)), self._state_changed)
+        self.state_published = False  # the state goes out once the daemon is ready
         clients = {stage: make_client(resolve(config, stage, env)) for stage in stages_in_use(config)}
         self.transcriber = Transcriber(config.stt, clients["stt"])
         self.home_tools = HomeTools(self.registry, self.publish_command, self.bridge)
@@ -140,9 +141,7 @@ class Assistant:
         self.voice = make_voice(config.tts, clients.get("tts"), config.device.language)
         self.card = SoundCard(config.audio.output_device)
         self.turns: asyncio.Queue[Turn] = asyncio.Queue(maxsize=32)
-        self.state = ""
         self.mic_open_at = 0.0
-        self.audio_alive_at = time.monotonic()
         self.claims_topic = f"{config.mqtt.topic_prefix}/arbitration"
         self.listener = Listener(config, self)
         self.stop_speaking = asyncio.Event()
@@ -157,32 +156,36 @@ class Assistant:
 
     # --- outputs -------------------------------------------------------------
 
-    def set_state(self, state: str) -> None:
-        """Move the state machine and publish `<root>/state` (retained); idle shows as muted."""
-        if state == "idle" and self.muted:
-            state = "muted"
-        if state != self.state:
-            self.state = state
-            if not self.daemon:
-                return
+    @property
+    def muted(self) -> bool:
+        """Whether the microphone is muted (kept across restarts)."""
+        return self.machine.muted
+
+    def _state_changed(self, state: State) -> None:
+        """The state machine moved: publish `<root>/state` (retained) and tell systemd."""
+        if self.daemon and self.state_published:
             self.link.publish(f"{self.root}/state", state, retain=True)
             systemd.notify(f"STATUS={state}")
-            log.debug("state: %s", state)
+
+    def publish_state(self) -> None:
+        """Start publishing the state (the daemon is ready), and publish it now."""
+        self.state_published = True
+        self._state_changed(self.machine.state)
 
     def on_connect(self) -> None:
         """After every (re)connect: our retained outputs and discovery, again."""
-        if self.state:  # before the first set_state, run() is about to publish it
-            self.link.publish(f"{self.root}/state", self.state, retain=True)
+        if self.state_published:
+            self.link.publish(f"{self.root}/state", self.machine.state, retain=True)
         self.link.publish(f"{self.root}/mute", "ON" if self.muted else "OFF", retain=True)
         self.house.announce()
 
     def set_muted(self, muted: bool) -> None:
         """Mute or unmute the microphone; remembered across restarts."""
-        self.muted = muted
+        self.machine.handle(Event.MUTE if muted else Event.UNMUTE)
+        if muted:
+            self.listener.close()
         self.store.save(muted=muted)
         self.link.publish(f"{self.root}/mute", "ON" if muted else "OFF", retain=True)
-        if self.state in ("idle", "muted", "listening"):
-            self.set_state("idle")
         log.info("microphone %s", "muted" if muted else "unmuted")
 
     def error(self, request_id: str | None, code: str, message: str) -> None:
@@ -223,7 +226,6 @@ class Assistant:
         Actions and the whole reply are published once the agent is done; speech may
         still be playing then.
         """
-        self.set_state("thinking")
         fast = self.fast_path.match(text) if self.fast_path is not None else None
         if fast is not None:
             return await self.answer_locally(text, fast, request_id, conversation_id, speak)
@@ -344,7 +346,7 @@ class Assistant:
         first = await pieces.get()
         if voice is None or first is None:
             return
-        self.set_state("speaking")
+        self.machine.handle(Event.SPEAK)
         self.stop_speaking.clear()
         audio: asyncio.Queue[bytes | None] = asyncio.Queue()
 
@@ -387,7 +389,6 @@ class Assistant:
 
     async def voice_turn(self, turn: VoiceTurn) -> tuple[str, Reply | None]:
         """Transcribe an utterance and answer it aloud; return the transcript and reply."""
-        self.set_state("transcribing")
         try:
             text = await self.transcript_of(turn)
         except openai.APIError as error:
@@ -399,22 +400,29 @@ class Assistant:
         self.link.event("transcript", {"id": turn.id, "text": text, "conversation_id": conversation_id})
         if not text:
             return "", None
+        self.machine.handle(Event.ANSWER)
         reply = await self.answer(text, turn.id, conversation_id, speak=True)
         if self.config.wake.followup_s > 0 and self.config.wake.mode != "vad" and reply.text.rstrip().endswith("?"):
             self.listener.open("followup", turn.id, timeout_s=self.config.wake.followup_s)
         return text, reply
 
     async def handle(self, turn: Turn) -> None:
-        """Run one turn of any kind, always returning to idle."""
+        """Run one turn of any kind; the state machine hears that it is done, however it ends.
+
+        A text request that will not be spoken leaves the state alone: the device is free.
+        """
         try:
             if isinstance(turn, VoiceTurn):
                 await self.voice_turn(turn)
             elif isinstance(turn, SayTurn):
+                self.machine.handle(Event.START)
                 await self.speak(turn.text, turn.id)
             else:
+                if turn.speak:
+                    self.machine.handle(Event.START)
                 await self.answer(turn.text, turn.id, turn.conversation_id, turn.speak)
         finally:
-            self.set_state("listening" if self.config.wake.mode != "vad" and self.listener.window_open() else "idle")
+            self.machine.handle(Event.DONE)
 
     async def turn_worker(self) -> None:
         """Handle queued turns one after another; `cancel` aborts the running one.
@@ -435,11 +443,9 @@ class Assistant:
                 if self.stopping.is_set():
                     raise
                 log.info("turn %s cancelled", turn.id)
-                self.set_state("idle")
             except Exception:
                 log.exception("turn %s failed", turn.id)
                 self.error(turn.id, "internal_error", "the turn failed; see the log")
-                self.set_state("idle")
             finally:
                 self.current = None
                 self.current_turn = None
@@ -485,7 +491,7 @@ class Assistant:
 
     def submit_utterance(self, utterance: Utterance, request_id: str, early: asyncio.Task[str] | None) -> None:
         """A spoken request is complete: queue it."""
-        self.set_state("transcribing")
+        self.machine.handle(Event.UTTERANCE)
         self.submit(VoiceTurn(utterance.audio, utterance.sample_rate, request_id, early))
 
     def barge_in(self) -> None:
@@ -512,9 +518,20 @@ class Assistant:
 
     async def capture(self, microphone: Microphone) -> None:
         """Hand every microphone frame to the listener."""
+        microphone.on_trouble = self.audio_trouble
         async for frame in microphone.frames():
-            self.audio_alive_at = time.monotonic()
             self.listener.feed(frame)
+
+    def audio_trouble(self, problem: str | None) -> None:
+        """The microphone failed or came back: a reported condition, never a reason to restart.
+
+        MQTT requests (ask, say) are served all along; `check` says when there is no microphone.
+        """
+        if problem is not None:
+            self.error(None, "audio_error", f"{problem}; retrying with backoff")
+            systemd.notify(f"STATUS={self.machine.state} (no microphone: {problem})")
+        else:
+            systemd.notify(f"STATUS={self.machine.state}")
 
     # --- MQTT inputs ---------------------------------------------------------
 
@@ -553,11 +570,13 @@ class Assistant:
             request_id = parse_signal(message.payload)
             if self.muted:
                 raise BadRequest("the microphone is muted", request_id)
-            if self.state == "speaking":
-                self.barge_in()
+            if self.machine.busy:
+                self.barge_in()  # as if the wake word was heard: the new request replaces the current one
             self.listener.open("mqtt", request_id)
         elif name == "cancel":
             parse_signal(message.payload)
+            self.machine.handle(Event.CANCEL)
+            self.listener.close()
             self.stop_speaking.set()
             if self.current is not None:
                 self.current.cancel()
@@ -661,17 +680,14 @@ class Assistant:
         return self.link.connected.is_set() and not self.stopping.is_set()
 
     async def watchdog(self, interval_s: float) -> None:
-        """Pet systemd's watchdog only while microphone frames keep arriving.
+        """Pet systemd's watchdog while this event loop runs: that is what liveness means.
 
-        A capture that has stalled (and not recovered by reopening) lets the watchdog
-        expire, and systemd restarts the service.
+        A hung loop stops petting and systemd restarts the daemon. A missing or stalled
+        microphone does not: it is reported (`audio_error`) and retried, and MQTT requests
+        are still served.
         """
         while True:
-            stalled_s = time.monotonic() - self.audio_alive_at
-            if stalled_s < max(interval_s * 2, AUDIO_STALL_S):
-                systemd.notify("WATCHDOG=1")
-            else:
-                log.warning("no audio for %.0f s: not petting the watchdog", stalled_s)
+            systemd.notify("WATCHDOG=1")
             await asyncio.sleep(interval_s)
 
     async def run(self, audio: bool = True) -> int:
@@ -705,9 +721,9 @@ class Assistant:
                 self.config.audio.input_gain,
             )
             coroutines.append(self.capture(microphone))
-            watchdog_usec = int(self.env.get("WATCHDOG_USEC", "0") or 0)
-            if watchdog_usec and self.env.get("WATCHDOG_PID", str(os.getpid())) == str(os.getpid()):
-                coroutines.append(self.watchdog(watchdog_usec / 1e6 / 2))
+        watchdog_usec = int(self.env.get("WATCHDOG_USEC", "0") or 0)
+        if watchdog_usec and self.env.get("WATCHDOG_PID", str(os.getpid())) == str(os.getpid()):
+            coroutines.append(self.watchdog(watchdog_usec / 1e6 / 2))
         if not await self.verify_credentials():
             if self.exit_code == EXIT_CREDENTIALS:
                 self.drop_unfinished("credentials", "an API key was rejected; this request was not handled")
@@ -718,7 +734,7 @@ class Assistant:
         tasks = [asyncio.create_task(c) for c in coroutines]
         for task in tasks:
             task.add_done_callback(self._critical_task_done)
-        self.set_state("idle")
+        self.publish_state()
         systemd.notify("READY=1")
         log.info("ready: %s (mode %s)", self.root, self.config.wake.mode)
         await self.stopping.wait()

@@ -27,21 +27,46 @@ def receive(sock: socket.socket, until: float) -> list[str]:
     return messages
 
 
-def test_watchdog_is_petted_while_audio_flows(
-    tmp_path: Path, fake: FakeOpenAI, mqtt_broker: Broker, start_daemon: StartDaemon
+NO_MICROPHONE_ALSA = """
+defaults.pcm.card 0
+defaults.pcm.device 0
+defaults.ctl.card 0
+pcm.!default { type asym playback.pcm { type null } }
+"""
+
+
+def test_without_a_microphone_the_watchdog_is_petted_and_requests_are_served(
+    tmp_path: Path, fake: FakeOpenAI, mqtt_broker: Broker, mqtt: MqttRecorder, start_daemon: StartDaemon
 ) -> None:
+    """A Pi with a speaker and no microphone, in wake.mode mqtt: the watchdog follows the daemon's
+    own loop (it used to follow microphone frames, so systemd restarted the service in a loop),
+    the missing microphone is reported once on event/error, and ask and say are served."""
+    alsa = tmp_path / "alsa.conf"
+    alsa.write_text(NO_MICROPHONE_ALSA)
+    sections = base_sections(mqtt_broker.port, fake.url)
+    sections["wake"] = {"mode": "mqtt"}
     path = tmp_path / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify.bind(str(path))
-        start_daemon(
-            base_sections(mqtt_broker.port, fake.url),
+        _daemon, root = start_daemon(
+            sections,
             OPENAI_API_KEY="test-key",
             NOTIFY_SOCKET=str(path),
             WATCHDOG_USEC="1000000",
+            ALSA_CONFIG_PATH=str(alsa),
         )
+        error = mqtt.wait_for(f"{root}/event/error", timeout=15).json()
+        assert error["code"] == "audio_error" and "microphone unavailable" in error["message"], error
         messages = receive(notify, time.monotonic() + 2.5)
-    assert messages.count("WATCHDOG=1") >= 3, messages  # every 0.5 s
-    assert "READY=1" in messages
+    assert messages.count("WATCHDOG=1") >= 3, messages  # every 0.5 s, microphone or not
+    since = time.monotonic()
+    mqtt.publish(f"{root}/ask", json.dumps({"text": "hello", "id": "a1"}))
+    assert mqtt.wait_for(f"{root}/event/reply", predicate=lambda m: m.json()["id"] == "a1").json()["text"] == "OK."
+    mqtt.publish(f"{root}/say", json.dumps({"text": "Still here.", "id": "s1"}))
+    mqtt.wait_for(f"{root}/state", predicate=lambda m: m.text == "speaking" and m.time > since, timeout=15)
+    mqtt.wait_for(f"{root}/state", predicate=lambda m: m.text == "idle" and m.time > since, timeout=15)
+    errors = [m.json() for m in mqtt.messages(f"{root}/event/error")]
+    assert [e["code"] for e in errors] == ["audio_error"], errors  # once per outage, not per retry
 
 
 def test_sigterm_lets_the_current_reply_finish(
