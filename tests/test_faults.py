@@ -178,7 +178,6 @@ def turn_across_a_broker_restart(
     wait_log(daemon, r"lost the broker", timeout=10)
     broker_killed.set()
     fake.wait_for("chat/completions", chats_before + 1, timeout=15)  # the tool ran; its result went back
-    time.sleep(1.0)
 
     restarted_at = time.monotonic()
     restarted = make_broker(port=broker.port)
@@ -218,9 +217,9 @@ def test_broker_restart_reconnects_reannounces_and_keeps_commands(
     assert retained[f"{root}/mute"] == "OFF"
     assert json.loads(retained[outage.discovery])["device"]["identifiers"]
 
-    # the command issued while the broker was down: delivered after the reconnect, or reported failed
-    reported_failed = all(a["ok"] is False for a in outage.actions)
-    assert reported_failed or outage.delivered is not None, f"command silently lost: {outage.actions}"
+    # the command issued while the broker was down (and the daemon knew it): never sent, said so
+    assert [(a["status"], a["ok"]) for a in outage.actions] == [("failed", False)], outage.actions
+    assert outage.delivered is None
 
     # re-subscribed: a new ask is answered
     assert ask(recorder, root, "are you back", "after", timeout=15)["text"] == "OK."
@@ -728,7 +727,7 @@ def test_microphone_vanishes_and_comes_back(
     module = remap_module(pulse)
     assert module is not None
     pulse.pactl("unload-module", module[0])
-    time.sleep(3)
+    time.sleep(3)  # an outage of three seconds: its length is the test
     assert_alive(daemon)
     # PulseAudio does not end the stream: it moves it to the fallback source...
     print(f"while the microphone is gone the daemon records from {daemon_source(pulse, daemon)}")
@@ -751,8 +750,7 @@ def test_microphone_vanishes_and_comes_back(
     wait_log(daemon, r"microphone delivered nothing for [\d.]+ s; reopening", after=mark, timeout=10)
     pulse.pactl("suspend-source", PulseAudio.MIC_SOURCE, "0")
     wait_log(daemon, r"INFO \S+: microphone open", after=mark, timeout=10)
-    time.sleep(0.5)
-    pulse.play_into_mic(speech(REQUEST), wait=False)
+    pulse.play_into_mic(speech(REQUEST), wait=False)  # its leading second of silence covers the stream start
     second = mqtt.wait_for(
         f"{root}/event/transcript", predicate=lambda m: m.json()["id"] != first["id"], timeout=20
     ).json()

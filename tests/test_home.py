@@ -114,7 +114,11 @@ def test_device_discovery_and_statestream_states(
     mqtt.publish(f"{stream}/climate/living_room/friendly_name", '"Living room"', retain=True)
     mqtt.publish(f"{stream}/climate/living_room/temperature", "20.5", retain=True)
     _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
-    time.sleep(0.5)  # the state topic of a just-learned entity is subscribed after it is learned
+    # the state topic of a just-learned entity is subscribed after it is learned: the broker says when
+    deadline = time.monotonic() + 15
+    while "\tstudy/blind/temp (QoS" not in mqtt_broker.log():
+        assert time.monotonic() < deadline, mqtt_broker.log()[-2000:]
+        time.sleep(0.05)
 
     fake.script = [
         ChatReply(
