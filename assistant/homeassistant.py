@@ -174,7 +174,12 @@ class Registry:
         self.expose_patterns = list(config.expose)
         self.entities: dict[str, Entity] = {}
         self.version = 0  # bumped whenever entities come or go, for caches built from the registry
+        # Indexes kept up to date entry by entry: a discovery storm of 100,000 configs must not
+        # rescan every entity per message.
         self._by_topic: dict[str, list[tuple[Entity, str]]] | None = None
+        self._by_source: dict[str, set[str]] = {}
+        self._exposed: set[str] = set()  # ids admitted by expose_patterns, as of _exposed_for
+        self._exposed_for: tuple[str, ...] = tuple(self.expose_patterns)
         for entity_config in config.entities:
             self.add(Entity.from_config(entity_config))
 
@@ -186,26 +191,56 @@ class Registry:
         if existing is not None:  # keep what we already know of its state
             entity.state = entity.state or existing.state
             entity.attributes = {**existing.attributes, **entity.attributes}
+            self._unindex(existing)
         self.entities[entity.entity_id] = entity
-        self._by_topic = None
+        self._by_source.setdefault(entity.source, set()).add(entity.entity_id)
+        if self.is_exposed(entity.entity_id):
+            self._exposed.add(entity.entity_id)
+        if self._by_topic is not None:
+            for topic, key in entity.state_topics().items():
+                self._by_topic.setdefault(topic, []).append((entity, key))
         self.version += 1
 
     def remove_source(self, source: str) -> list[str]:
         """Forget every entity learned from `source` (a discovery topic); return their ids."""
-        gone = [eid for eid, e in self.entities.items() if e.source == source]
+        gone = sorted(self._by_source.get(source, ()))
         for entity_id in gone:
-            del self.entities[entity_id]
-        self._by_topic = None
-        self.version += 1
+            self._unindex(self.entities.pop(entity_id))
+        if gone:
+            self.version += 1
         return gone
+
+    def _unindex(self, entity: Entity) -> None:
+        """Take an entity that is leaving (or being replaced) out of the indexes."""
+        self._exposed.discard(entity.entity_id)
+        ids = self._by_source.get(entity.source)
+        if ids is not None:
+            ids.discard(entity.entity_id)
+            if not ids:
+                del self._by_source[entity.source]
+        if self._by_topic is None:
+            return
+        for topic in entity.state_topics():
+            pairs = [pair for pair in self._by_topic.get(topic, ()) if pair[0] is not entity]
+            if pairs:
+                self._by_topic[topic] = pairs
+            else:
+                self._by_topic.pop(topic, None)
 
     def is_exposed(self, entity_id: str) -> bool:
         """Whether the allowlist (`expose` globs) admits this entity id."""
         return any(fnmatch.fnmatchcase(entity_id, pattern) for pattern in self.expose_patterns)
 
     def exposed(self) -> list[Entity]:
-        """The entities the agent may see, sorted by id."""
-        return [e for _, e in sorted(self.entities.items()) if self.is_exposed(e.entity_id)]
+        """The entities the agent may see, sorted by id.
+
+        Read from a set kept as entities come and go: a house of 100,000 unexposed sensors
+        must not cost a scan of all of them on every turn.
+        """
+        if tuple(self.expose_patterns) != self._exposed_for:  # the allowlist was changed in place
+            self._exposed_for = tuple(self.expose_patterns)
+            self._exposed = {entity_id for entity_id in self.entities if self.is_exposed(entity_id)}
+        return [self.entities[entity_id] for entity_id in sorted(self._exposed)]
 
     def get_exposed(self, entity_id: str) -> Entity:
         """Look up an entity the agent asked for; unknown and unexposed look the same."""
