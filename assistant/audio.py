@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 
 WRITE_S = 0.05  # playback is written in pieces this long, so stopping is quick and safe
+LATE_S = 0.25  # a gap between microphone frames this long is logged: the loop was held up
 
 
 class AudioError(Exception):
@@ -125,6 +126,9 @@ class Microphone:
 
     The PortAudio callback runs on its own thread: it only copies the block and hands
     it to the loop. A full queue drops the oldest frame, since late audio is useless.
+    Counters say whether any audio was lost (`dropped`: the loop fell behind by more than
+    the queue; `overruns`: PortAudio's own buffer overflowed) and how late the loop was
+    (`longest_gap_s` between two frames taken); they are logged when the stream closes.
     """
 
     def __init__(
@@ -142,7 +146,12 @@ class Microphone:
         self.gain = gain
         self.stall_s = stall_s
         self.last_frame_at = time.monotonic()
+        self.captured = 0  # frames captured (cumulative over reopens)
         self.dropped = 0
+        self.overruns = 0
+        self.open_s = 0.0  # time the stream has been open, to compare with frames * frame_s
+        self.longest_gap_s = 0.0
+        self._opened_at: float | None = None
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_frames)
         self._stream: sd.RawInputStream | None = None
         self._resampler: Resampler | None = None
@@ -154,6 +163,8 @@ class Microphone:
 
         def callback(indata: object, frames: int, when: object, status: sd.CallbackFlags) -> None:
             data = bytes(indata)  # type: ignore[call-overload]
+            if status.input_overflow:
+                self.overruns += 1
             loop.call_soon_threadsafe(self._put, data)
 
         try:
@@ -181,7 +192,7 @@ class Microphone:
             self._resampler = Resampler(native, self.sample_rate)
         stream.start()
         self._stream = stream
-        self.last_frame_at = time.monotonic()
+        self.last_frame_at = self._opened_at = time.monotonic()
 
     def _put(self, block: bytes) -> None:
         self.last_frame_at = time.monotonic()
@@ -191,6 +202,7 @@ class Microphone:
         while len(self._pending) >= self.frame_bytes:
             frame = bytes(self._pending[: self.frame_bytes])
             del self._pending[: self.frame_bytes]
+            self.captured += 1
             if self._queue.full():
                 self._queue.get_nowait()
                 self.dropped += 1
@@ -199,7 +211,7 @@ class Microphone:
             self._queue.put_nowait(frame)
 
     def close(self) -> None:
-        """Stop and release the device."""
+        """Stop and release the device; log what was captured and lost so far."""
         stream, self._stream = self._stream, None
         if stream is not None:
             try:
@@ -207,6 +219,18 @@ class Microphone:
                 stream.close()
             except sd.PortAudioError as error:
                 log.debug("closing input stream: %s", error)
+        if self._opened_at is not None:
+            self.open_s += time.monotonic() - self._opened_at
+            self._opened_at = None
+            log.info(
+                "microphone: %d frames (%.1f s of audio in %.1f s open), %d dropped, %d overruns, longest gap %.0f ms",
+                self.captured,
+                self.captured * self.frame_bytes / 2 / self.sample_rate,
+                self.open_s,
+                self.dropped,
+                self.overruns,
+                self.longest_gap_s * 1000,
+            )
 
     def _reinitialize(self) -> None:
         # PortAudio enumerates devices once; a device that came back needs a fresh scan.
@@ -217,6 +241,7 @@ class Microphone:
         """Yield frames forever; on a stalled or vanished device, reopen with backoff."""
         loop = asyncio.get_running_loop()
         backoff = 0.5
+        taken_at: float | None = None  # when the previous frame was taken
         while True:
             if self._stream is None:
                 try:
@@ -238,7 +263,14 @@ class Microphone:
                 log.warning("microphone delivered nothing for %.1f s; reopening", self.stall_s)
                 self.close()
                 self._reinitialize()
+                taken_at = None
                 continue
+            now = time.monotonic()
+            if taken_at is not None and now - taken_at > self.longest_gap_s:
+                self.longest_gap_s = now - taken_at
+                if self.longest_gap_s >= LATE_S:  # each new worst, so a busy loop shows in the log once
+                    log.warning("microphone frames waited %.0f ms for the loop", self.longest_gap_s * 1000)
+            taken_at = now
             yield frame
 
 
