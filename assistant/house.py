@@ -93,14 +93,16 @@ class House:
         generation (gc.freeze). Learned entities live long and hold no reference cycles; left
         in the collected generations, every full collection walks all of them, and while
         100,000 configs come in those collections stall the loop up to 0.7 s each (measured),
-        delaying microphone frames and playback. Only bursts freeze, so whatever is frozen
-        and later becomes cyclic garbage (never collected) is bounded by how often Home
-        Assistant restarts, not by how long the daemon runs.
+        delaying microphone frames and playback. Cyclic garbage is collected first (paho
+        makes some for every message), and what is not frozen yet is small, so that costs
+        little; only cycles still alive at that moment and dropped later are never collected,
+        and only bursts freeze.
         """
         if self._learned_topics:
             self.link.subscribe(self._learned_topics)
             self._learned_topics = set()
         if self._learned >= FREEZE_AFTER:
+            gc.collect()
             gc.freeze()
         self._learned = 0
         if self._burst_configs and self._report is None:
