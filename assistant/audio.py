@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 
 WRITE_S = 0.05  # playback is written in pieces this long, so stopping is quick and safe
+LATE_S = 0.25  # a gap between microphone frames this long is logged: the loop was held up
 
 
 class AudioError(Exception):
@@ -285,6 +286,9 @@ class Microphone:
     The PortAudio callback runs on its own thread: it only copies the block and hands
     it to the loop. A full queue drops the oldest frame, since late audio is useless.
     Opening, closing and rescanning go through the `SoundCard`, off the event loop.
+    Counters say whether any audio was lost (`dropped`: the loop fell behind by more than
+    the queue; `overruns`: PortAudio's own buffer overflowed) and how late the loop was
+    (`longest_gap_s` between two frames taken); they are logged when the stream closes.
     """
 
     def __init__(
@@ -304,7 +308,12 @@ class Microphone:
         self.gain = gain
         self.stall_s = stall_s
         self.last_frame_at = time.monotonic()
+        self.captured = 0  # frames captured (cumulative over reopens)
         self.dropped = 0
+        self.overruns = 0
+        self.open_s = 0.0  # time the stream has been open, to compare with frames * frame_s
+        self.longest_gap_s = 0.0
+        self._opened_at: float | None = None
         self.trouble: str | None = None  # what is wrong with the microphone now, if anything
         self.on_trouble: Callable[[str | None], None] | None = None  # told when that changes
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_frames)
@@ -319,6 +328,8 @@ class Microphone:
 
         def callback(indata: object, frames: int, when: object, status: sd.CallbackFlags) -> None:
             data = bytes(indata)  # type: ignore[call-overload]
+            if status.input_overflow:
+                self.overruns += 1
             loop.call_soon_threadsafe(self._put, data)
 
         try:
@@ -356,6 +367,7 @@ class Microphone:
         while len(self._pending) >= self.frame_bytes:
             frame = bytes(self._pending[: self.frame_bytes])
             del self._pending[: self.frame_bytes]
+            self.captured += 1
             if self._queue.full():
                 self._queue.get_nowait()
                 self.dropped += 1
@@ -373,22 +385,40 @@ class Microphone:
                 log.debug("closing input stream: %s", error)
 
     def close(self) -> None:
-        """Stop and release the device (on the audio thread, after whatever is queued there)."""
+        """Stop and release the device (on the audio thread, after whatever is queued there);
+        log what was captured and lost so far."""
         self._open_ok = False
         with contextlib.suppress(RuntimeError):  # the sound card has already shut down
             self.card._thread.submit(self._close_live)
+        self._closed_for_now()
+
+    def _closed_for_now(self) -> None:
+        if self._opened_at is None:
+            return
+        self.open_s += time.monotonic() - self._opened_at
+        self._opened_at = None
+        log.info(
+            "microphone: %d frames (%.1f s of audio in %.1f s open), %d dropped, %d overruns, longest gap %.0f ms",
+            self.captured,
+            self.captured * self.frame_bytes / 2 / self.sample_rate,
+            self.open_s,
+            self.dropped,
+            self.overruns,
+            self.longest_gap_s * 1000,
+        )
 
     async def frames(self) -> AsyncIterator[bytes]:
         """Yield frames forever; on a stalled or vanished device, reopen with backoff."""
         loop = asyncio.get_running_loop()
         backoff = 0.5
+        taken_at: float | None = None  # when the previous frame was taken
         while True:
             if not self._open_ok:
                 try:
                     self._pending.clear()
                     self._resampler = await self.card.call(self._open, loop)
                     self._open_ok = True
-                    self.last_frame_at = time.monotonic()
+                    self.last_frame_at = self._opened_at = time.monotonic()
                     backoff = 0.5
                     log.info("microphone open (%s)", self.device if self.device is not None else "default")
                 except (sd.PortAudioError, AudioError, ValueError) as error:
@@ -407,8 +437,16 @@ class Microphone:
                 log.warning("microphone delivered nothing for %.1f s; reopening", self.stall_s)
                 self._report(f"microphone delivered nothing for {self.stall_s:g} s")
                 self._open_ok = False
+                self._closed_for_now()
                 await self.card.rescan(self._close_live)
+                taken_at = None
                 continue
+            now = time.monotonic()
+            if taken_at is not None and now - taken_at > self.longest_gap_s:
+                self.longest_gap_s = now - taken_at
+                if self.longest_gap_s >= LATE_S:  # each new worst, so a busy loop shows in the log once
+                    log.warning("microphone frames waited %.0f ms for the loop", self.longest_gap_s * 1000)
+            taken_at = now
             if self.trouble is not None:
                 log.info("microphone is back")
                 self._report(None)

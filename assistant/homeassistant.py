@@ -236,10 +236,14 @@ class Registry:
         self.expose_patterns = list(config.expose)
         self.entities: dict[str, Entity] = {}
         self.version = 0  # bumped whenever entities come or go, for caches built from the registry
+        # Indexes kept up to date entry by entry: a discovery storm of 100,000 configs must not
+        # rescan every entity per message.
         self._by_topic: dict[str, list[tuple[Entity, str]]] | None = None
+        self._sources: dict[str, set[str]] = {}  # source -> ids of the entities admitted from it
+        self._exposed: set[str] = set()  # ids admitted by expose_patterns, as of _exposed_for
+        self._exposed_for: tuple[str, ...] = tuple(self.expose_patterns)
         self.claims = Claims()
         self._held: dict[tuple[str, str], Entity] = {}  # refused for a topic conflict, until the topic is freed
-        self._sources: dict[str, set[str]] = {}  # source -> ids of the entities admitted from it
         self._reserved = [f"{config.service_topic}/"] if config.service_topic else []
         if config.statestream_topic:
             self._reserved.append(config.statestream_topic.rstrip("/") + "/")
@@ -276,14 +280,32 @@ class Registry:
             entity.state = entity.state or existing.state
             learned, entity.attributes = entity.attributes, dict(existing.attributes)
             entity.set_attributes(learned)
-            self._sources.get(existing.source, set()).discard(existing.entity_id)
+            self._unindex(existing)
         self.entities[entity.entity_id] = entity
         self._sources.setdefault(entity.source, set()).add(entity.entity_id)
-        self._changed()
-
-    def _changed(self) -> None:
-        self._by_topic = None
+        if self.is_exposed(entity.entity_id):
+            self._exposed.add(entity.entity_id)
+        if self._by_topic is not None:
+            for topic, key in entity.state_topics().items():
+                self._by_topic.setdefault(topic, []).append((entity, key))
         self.version += 1
+
+    def _unindex(self, entity: Entity) -> None:
+        """Take an entity that is leaving (or being replaced) out of the indexes."""
+        self._exposed.discard(entity.entity_id)
+        ids = self._sources.get(entity.source)
+        if ids is not None:
+            ids.discard(entity.entity_id)
+            if not ids:
+                del self._sources[entity.source]
+        if self._by_topic is None:
+            return
+        for topic in entity.state_topics():
+            pairs = [pair for pair in self._by_topic.get(topic, ()) if pair[0] is not entity]
+            if pairs:
+                self._by_topic[topic] = pairs
+            else:
+                self._by_topic.pop(topic, None)
 
     def replace_source(self, source: str, entities: list[Entity]) -> list[Conflict]:
         """Set what `source` (a discovery topic) announces now; return the conflicts found.
@@ -294,7 +316,9 @@ class Registry:
         """
         kept = {(topic, e.entity_id) for e in entities for topic in e.command_topics()}
         released = self.claims.release(source, kept)
-        previous = {eid: self.entities.pop(eid) for eid in self._sources.pop(source, set())}
+        previous = {eid: self.entities.pop(eid) for eid in sorted(self._sources.get(source, ()))}
+        for gone in previous.values():
+            self._unindex(gone)
         for entity_id in [eid for src, eid in self._held if src == source]:
             del self._held[(source, entity_id)]
         conflicts = []
@@ -310,13 +334,13 @@ class Registry:
                 log.info("%s: its command topics are free now", held.entity_id)
                 del self._held[key]
                 self._admit(held)
-        self._changed()
+        self.version += 1
         return conflicts
 
     def remove_source(self, source: str) -> list[str]:
         """Forget every entity learned from `source` (a discovery topic); return their ids."""
-        gone = sorted(self._sources.get(source, set()))
-        self.replace_source(source, [])
+        gone = sorted(self._sources.get(source, ()))
+        self.replace_source(source, [])  # also releases its claims (an entity shadowed by a declared one has some)
         return gone
 
     def held(self) -> set[str]:
@@ -328,9 +352,16 @@ class Registry:
         return any(fnmatch.fnmatchcase(entity_id, pattern) for pattern in self.expose_patterns)
 
     def exposed(self) -> list[Entity]:
-        """The entities the agent may see, sorted by id (none whose id a refused config claims)."""
+        """The entities the agent may see, sorted by id (none whose id a refused config claims).
+
+        Read from a set kept as entities come and go: a house of 100,000 unexposed sensors
+        must not cost a scan of all of them on every turn.
+        """
+        if tuple(self.expose_patterns) != self._exposed_for:  # the allowlist was changed in place
+            self._exposed_for = tuple(self.expose_patterns)
+            self._exposed = {entity_id for entity_id in self.entities if self.is_exposed(entity_id)}
         held = self.held()
-        return [e for eid, e in sorted(self.entities.items()) if self.is_exposed(eid) and eid not in held]
+        return [self.entities[eid] for eid in sorted(self._exposed) if eid not in held]
 
     def get_exposed(self, entity_id: str) -> Entity:
         """Look up an entity the agent asked for; unknown and unexposed look the same."""

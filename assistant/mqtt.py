@@ -12,7 +12,6 @@ import logging
 import ssl
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -21,6 +20,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from assistant.config import MqttConfig
 from assistant.delivery import ConfirmingClient, Delivery, Settlement
+from assistant.inbox import Inbox, Message
+
+__all__ = ["OFFLINE", "ONLINE", "Message", "MqttError", "MqttLink", "describe_error"]
 
 log = logging.getLogger(__name__)
 
@@ -42,23 +44,14 @@ def describe_error(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-@dataclass(frozen=True)
-class Message:
-    """An incoming message, handed to the loop."""
-
-    topic: str
-    payload: bytes
-    retain: bool
-
-
 class MqttLink:
-    """One broker connection with a last will, automatic re-subscription and a queue."""
+    """One broker connection with a last will, automatic re-subscription and an inbox."""
 
-    def __init__(self, config: MqttConfig, root: str, *, queue_size: int = 1000, will: bool = True) -> None:
+    def __init__(self, config: MqttConfig, root: str, *, will: bool = True) -> None:
         self.config = config
         self.root = root
         self.subscriptions: set[str] = set()
-        self.messages: asyncio.Queue[Message] = asyncio.Queue(maxsize=queue_size)
+        self.messages = Inbox()  # requests first, house traffic coalesced by topic (see assistant.inbox)
         self.connected = asyncio.Event()
         self._answered = asyncio.Event()  # the broker accepted or refused us
         self._ever_connected = False
@@ -99,6 +92,7 @@ class MqttLink:
         a failure is logged and paho keeps retrying with backoff.
         """
         self._loop = asyncio.get_running_loop()
+        self.messages.attach(self._loop)
         where = f"{self.config.host}:{self.config.port}"
         try:
             await asyncio.to_thread(self.client.connect, self.config.host, self.config.port, self.config.keepalive)
@@ -260,13 +254,5 @@ class MqttLink:
             self._last_socket_error = message
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if self._loop and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(
-                self._enqueue, Message(message.topic, bytes(message.payload), message.retain)
-            )
-
-    def _enqueue(self, message: Message) -> None:
-        if self.messages.full():
-            log.warning("mqtt input queue full; dropping a message on %s", message.topic)
-            return
-        self.messages.put_nowait(message)
+        # Only filed here: paho's thread must never wait for the loop (see assistant.inbox).
+        self.messages.put(Message(message.topic, bytes(message.payload), message.retain))

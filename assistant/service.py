@@ -35,7 +35,16 @@ from assistant.house import House
 from assistant.images import ImageMaker, ImagePublisher, ImageRequest, parse_image_request
 from assistant.listener import Listener
 from assistant.mqtt import Message, MqttLink
-from assistant.payloads import BadRequest, Request, new_id, parse_signal, parse_switch, parse_text_request
+from assistant.payloads import (
+    BadRequest,
+    Request,
+    decode_payload,
+    new_id,
+    optional_str,
+    parse_signal,
+    parse_switch,
+    parse_text_request,
+)
 from assistant.providers import CredentialError, make_client, resolve, stages_in_use, verify
 from assistant.sentences import SentenceSplitter
 from assistant.state import Event, State, StateMachine
@@ -57,6 +66,8 @@ STOPPING = "the assistant is stopping; this request was not handled"
 FINISH_REPLY_S = 10.0  # SIGTERM lets the current reply finish for this long (TimeoutStopSec is 20)
 ECHO_TAIL_S = 0.25  # ignore the microphone briefly after speaking: the room still rings
 TONE_RATE = 16000
+HOUSE_SLICE_S = 0.005  # house traffic is read for this long between two turns of the loop
+INPUTS = ("ask", "say", "listen", "cancel", "mute/set", "image/generate")
 
 
 def _tone(frequencies: tuple[float, ...], seconds: float = 0.09) -> bytes:
@@ -143,6 +154,13 @@ class Assistant:
         self.turns: asyncio.Queue[Turn] = asyncio.Queue(maxsize=32)
         self.mic_open_at = 0.0
         self.claims_topic = f"{config.mqtt.topic_prefix}/arbitration"
+        # Requests go ahead of house traffic (see assistant.inbox); our own inputs are answered
+        # `busy` when they cannot be taken.
+        self.requests = {f"{self.root}/{name}" for name in INPUTS}
+        priority = {*self.requests, self.claims_topic}
+        if self.bridge is not None:
+            priority.add(self.bridge.result_topic)
+        self.link.messages.is_request = priority.__contains__
         self.listener = Listener(config, self)
         self.stop_speaking = asyncio.Event()
         self.current: asyncio.Task[None] | None = None
@@ -153,6 +171,7 @@ class Assistant:
         self.config_path = config_path
         self.next_config: Config | None = None  # set by a valid SIGHUP reload
         self.kept_link: MqttLink | None = None  # after a reload: the connection the next instance takes over
+        self._lost_reported = 0
 
     # --- outputs -------------------------------------------------------------
 
@@ -537,20 +556,59 @@ class Assistant:
 
     def input_topics(self) -> list[str]:
         """Topics this daemon reads."""
-        inputs = [f"{self.root}/{name}" for name in ("ask", "say", "listen", "cancel", "mute/set", "image/generate")]
+        inputs = [f"{self.root}/{name}" for name in INPUTS]
         return [*inputs, self.claims_topic, *self.house.topics()]
 
     async def dispatch(self) -> None:
-        """Route incoming MQTT messages; a bad payload is answered on event/error."""
+        """Route incoming MQTT messages: requests first, house traffic in slices between them.
+
+        A slice of house traffic (discovery configs, states) is followed by a look at the
+        requests and a turn of the loop, so microphone frames and requests never wait for a
+        discovery storm to be read (see assistant.inbox).
+        """
+        inbox = self.link.messages
         while True:
-            message = await self.link.messages.get()
-            try:
-                self.on_message(message)
-            except BadRequest as error:
-                self.error(error.request_id, "bad_request", f"{message.topic}: {error}")
-            except Exception:  # one bad message must not end the dispatcher: report it and go on
-                log.exception("handling a message on %s failed", message.topic)
-                self.error(None, "internal_error", f"{message.topic}: the message could not be handled")
+            await inbox.wait()
+            self.serve_requests()
+            house = inbox.take_house()
+            done = 0
+            while done < len(house):
+                until = time.monotonic() + HOUSE_SLICE_S
+                while done < len(house) and time.monotonic() < until:
+                    self.route(house[done])
+                    done += 1
+                self.house.flush()
+                await asyncio.sleep(0)  # frames, turns and timers run here
+                self.serve_requests()
+
+    def serve_requests(self) -> None:
+        """Handle every waiting request, and answer `busy` to those that did not fit."""
+        refused, lost = self.link.messages.take_refused()
+        for message in refused:
+            self.refuse(message)
+        if lost > self._lost_reported:
+            log.error("%d requests dropped without an answer: the input queue stayed full", lost - self._lost_reported)
+            self._lost_reported = lost
+        for message in self.link.messages.take_requests():
+            self.route(message)
+
+    def refuse(self, message: Message) -> None:
+        """A request that arrived while too many were waiting: `event/error` busy, with its id if readable."""
+        if message.topic not in self.requests:  # a claim or a bridge result: nobody to answer
+            log.warning("input queue full; dropped a message on %s", message.topic)
+            return
+        signal = message.topic.endswith(("/listen", "/cancel"))  # where a plain-text payload is an id
+        self.error(request_id_of(message.payload, signal), "busy", f"{message.topic}: too many requests waiting")
+
+    def route(self, message: Message) -> None:
+        """Handle one message; a bad payload is answered on event/error."""
+        try:
+            self.on_message(message)
+        except BadRequest as error:
+            self.error(error.request_id, "bad_request", f"{message.topic}: {error}")
+        except Exception:  # one bad message must not end the dispatcher: report it and go on
+            log.exception("handling a message on %s failed", message.topic)
+            self.error(None, "internal_error", f"{message.topic}: the message could not be handled")
 
     def on_message(self, message: Message) -> None:
         """Handle one MQTT message."""
@@ -775,6 +833,17 @@ class Assistant:
         else:
             self.link.stop()
         faulthandler.cancel_dump_traceback_later()
+
+
+def request_id_of(payload: bytes, signal: bool = False) -> str | None:
+    """The `id` of a JSON request (or of a plain-text `signal`: listen, cancel), if it can be read."""
+    try:
+        data = decode_payload(payload)
+        if isinstance(data, dict):
+            return optional_str(data, "id", None)
+    except BadRequest:
+        return None
+    return data if signal and isinstance(data, str) and 0 < len(data) <= 64 else None
 
 
 def describe_reply(reply: Reply) -> str:

@@ -274,3 +274,39 @@ def test_a_bridge_request_that_was_never_sent_is_failed_at_once() -> None:
     action = asyncio.run(scenario())
     assert (action.outcome, action.ok, action.settled) == ("failed", False, None)
     assert "not connected" in action.error
+
+
+def test_registry_indexes_agree_with_a_full_scan() -> None:
+    """The topic and source indexes are kept up to date entry by entry (a discovery storm must
+    not rebuild them per message); after any mix of adds, replacements and removals they say
+    what a scan of every entity says."""
+    import random
+
+    rng = random.Random(3)
+    reg = Registry(
+        HomeAssistantConfig(
+            expose=["light.e1*", "light.e2?", "light.kept"],
+            entities=[EntityConfig(entity_id="light.kept", state_topic="t1")],
+        )
+    )
+    reg.topics()  # built once; from here on only updated
+    for step in range(3000):
+        source = f"homeassistant/light/s{rng.randrange(40)}/config"
+        if rng.random() < 0.3:
+            before = sorted(eid for eid, e in reg.entities.items() if e.source == source)
+            assert sorted(reg.remove_source(source)) == before, step
+        else:
+            keys = {k: f"t{rng.randrange(30)}" for k in ("state_topic", "brightness_state_topic") if rng.random() < 0.6}
+            reg.add(Entity(f"light.e{rng.randrange(60)}", "E", mqtt=keys, source=source))
+        if step % 50 == 0:
+            scan: dict[str, list[tuple[str, str]]] = {}
+            for e in reg.entities.values():
+                for topic, key in e.state_topics().items():
+                    scan.setdefault(topic, []).append((e.entity_id, key))
+            indexed = {t: sorted((e.entity_id, k) for e, k in pairs) for t, pairs in reg.topics().items()}
+            assert indexed == {t: sorted(pairs) for t, pairs in scan.items()}, step
+            assert reg.state_topics() == sorted(scan)
+            assert [e.entity_id for e in reg.exposed()] == sorted(e for e in reg.entities if reg.is_exposed(e))
+    assert "light.kept" in reg.entities  # hand-declared entities are never replaced by learned ones
+    reg.expose_patterns[:] = ["light.e1*"]  # the allowlist changed in place: exposed() follows
+    assert [e.entity_id for e in reg.exposed()] == sorted(e for e in reg.entities if e.startswith("light.e1"))
