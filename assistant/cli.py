@@ -19,10 +19,10 @@ import openai
 
 from assistant import __version__
 from assistant.config import Config, ConfigError, load_config
-from assistant.mqtt import MqttError, MqttLink
+from assistant.link.client import MqttError, MqttLink
 
 if TYPE_CHECKING:  # the service pulls in sounddevice, which `--help` and config errors need not
-    from assistant.service import Assistant, Turn
+    from assistant.daemon.service import Assistant, Turn
 
 log = logging.getLogger("assistant")
 
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
     if args.command == "devices":
-        from assistant.audio import list_devices
+        from assistant.audio.devices import list_devices
 
         print(list_devices())
         return 0
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _run(config: Config, args: argparse.Namespace) -> int:
     from assistant.config import find_config_file
-    from assistant.service import Assistant
+    from assistant.daemon.service import Assistant
 
     path = find_config_file(args.config, os.environ)
     carried: list[Turn] = []
@@ -114,8 +114,8 @@ async def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _ask(config: Config, args: argparse.Namespace) -> int:
-    from assistant.payloads import new_id
-    from assistant.service import APOLOGY, Assistant, describe_reply
+    from assistant.daemon.payloads import new_id
+    from assistant.daemon.service import APOLOGY, Assistant, describe_reply
 
     assistant = Assistant(config, daemon=False)
     async with _house_for_turn(assistant):
@@ -158,6 +158,8 @@ async def _handle_messages(assistant: Assistant, marker: str, echoes: asyncio.Qu
             continue
         try:
             assistant.on_message(message)
+            if assistant.link.messages.empty():
+                assistant.house.flush()  # subscribe to the state topics that discovery taught us
         except Exception:  # one bad message must not end the turn's reader
             log.exception("handling a message on %s failed", message.topic)
 
@@ -189,9 +191,9 @@ async def _read_retained(assistant: Assistant, marker: str, echoes: asyncio.Queu
 
 
 async def _say(config: Config, args: argparse.Namespace) -> int:
-    from assistant.audio import SoundCard
-    from assistant.providers import make_client, resolve
-    from assistant.tts import make_voice
+    from assistant.agent.providers import make_client, resolve
+    from assistant.audio.devices import SoundCard
+    from assistant.voice.tts import make_voice
 
     client = make_client(resolve(config, "tts", os.environ)) if config.tts.engine == "openai" else None
     voice = make_voice(config.tts, client, config.device.language)
@@ -203,9 +205,9 @@ async def _say(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _listen(config: Config, args: argparse.Namespace) -> int:
-    from assistant.audio import AudioError, Microphone, SoundCard, read_wav
-    from assistant.service import Assistant, VoiceTurn, describe_reply
-    from assistant.vad import Segmenter, Utterance, webrtc_classifier
+    from assistant.audio.devices import AudioError, Microphone, SoundCard, read_wav
+    from assistant.audio.vad import Segmenter, Utterance, webrtc_classifier
+    from assistant.daemon.service import Assistant, VoiceTurn, describe_reply
 
     rate = config.audio.sample_rate
     segmenter = Segmenter(config.vad, webrtc_classifier(config.vad.aggressiveness, rate), rate, config.audio.frame_ms)
@@ -295,11 +297,11 @@ def _group_name(path: Path) -> str:
 
 
 async def _check(config: Config, args: argparse.Namespace) -> int:
-    from assistant.audio import AudioError, device_name, list_devices
+    from assistant.agent.providers import CredentialError, resolve, stages_in_use, verify
+    from assistant.audio.devices import AudioError, device_name, list_devices
     from assistant.config import find_config_file
-    from assistant.homeassistant import Registry
-    from assistant.mqtt import MqttError, MqttLink
-    from assistant.providers import CredentialError, resolve, stages_in_use, verify
+    from assistant.home.entities import Registry
+    from assistant.link.client import MqttError, MqttLink
 
     ok = True
     print(f"config: ok (site {config.device.site_id}, topics {config.topic_root}/...)")

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from assistant.discovery import ENTITY_KEYS, full_key, is_command_key
+from assistant.home.discovery import ENTITY_KEYS, full_key, is_command_key
 
 DEFAULT_PATHS = (Path("/etc/assistant/assistant.toml"), Path("config/assistant.toml"))
 DEFAULT_INSTRUCTIONS = (
@@ -221,7 +221,7 @@ class AgentConfig(StageApi):
     history_turns: int = Field(10, ge=0, le=100)
     history_ttl_s: float = Field(300, ge=0, le=86400)
     history_tokens: int = Field(6000, ge=500, le=200000)
-    listing_tokens: int = Field(2500, ge=0, le=100000)  # the entity table in the prompt (see assistant.catalog)
+    listing_tokens: int = Field(2500, ge=0, le=100000)  # the entity table in the prompt (see assistant.agent.catalog)
 
     @field_validator("logit_bias")
     @classmethod
@@ -458,7 +458,7 @@ def parse_config(data: dict[str, Any], env: Mapping[str, str] | None = None) -> 
         config = Config.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_format_errors(error)) from None
-    from assistant.providers import credential_problems  # late: providers imports this module
+    from assistant.agent.providers import credential_problems  # late: providers imports this module
 
     problems = credential_problems(config, env)
     if problems:

@@ -2,7 +2,7 @@
 
 Plays an hour-equivalent of room noise and ordinary speech (espeak-ng sentences in
 several voices, never the wake word) through the daemon's real listening logic
-(`assistant.listener.Listener`: webrtcvad segmenter, pymicro-wakeword), faster than real
+(`assistant.audio.listener.Listener`: webrtcvad segmenter, pymicro-wakeword), faster than real
 time, and counts every byte handed to transcription, in each wake mode.
 
     .venv/bin/python bench/privacy.py [--minutes 60]
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from assistant.audio.listener import Listener
+from assistant.audio.vad import Utterance
 from assistant.config import Config, parse_config
-from assistant.listener import Listener
-from assistant.vad import Utterance
 
 RATE = 16000
 FRAME = 480  # 30 ms

@@ -32,12 +32,12 @@ from typing import Any
 
 import openai
 
-from assistant.agent import Agent
-from assistant.budget import estimate_tokens
-from assistant.catalog import Finder
+from assistant.agent.catalog import Finder
+from assistant.agent.conversation import Agent
+from assistant.agent.tools import HomeTools
 from assistant.config import AgentConfig, DeviceConfig, HomeAssistantConfig
-from assistant.homeassistant import Command, Entity, Registry
-from assistant.tools import HomeTools
+from assistant.home.budget import estimate_tokens
+from assistant.home.entities import Command, Entity, Registry
 
 SIZES = (10, 100, 1000, 5000)
 AREAS = [

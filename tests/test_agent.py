@@ -16,7 +16,7 @@ from daemon import ENTITIES, Daemon, base_sections, daemon_env, run_cli, write_c
 from fake_openai import ChatReply, FakeOpenAI
 from support import Broker, MqttRecorder, PulseAudio, SpeechFactory
 
-from assistant.memory import Memory, estimate_tokens
+from assistant.agent.memory import Memory, estimate_tokens
 
 StartDaemon = Callable[..., tuple[Daemon, str]]
 

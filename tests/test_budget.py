@@ -15,20 +15,20 @@ from typing import Any
 import openai
 import pytest
 
-from assistant.agent import CONTROLLABLE, Agent
-from assistant.budget import (
+from assistant.agent.catalog import Finder, listing, states_line
+from assistant.agent.conversation import CONTROLLABLE, Agent
+from assistant.agent.schema import SchemaError, check_schema, validate
+from assistant.agent.tools import HomeTools, Tool, ToolOutcome
+from assistant.config import AgentConfig, DeviceConfig, EntityConfig, HomeAssistantConfig
+from assistant.home.budget import (
     MAX_ATTRIBUTES,
     MAX_SUMMARY_CHARS,
     MAX_TEXT_CHARS,
     cap_value,
     estimate_tokens,
 )
-from assistant.catalog import Finder, listing, states_line
-from assistant.config import AgentConfig, DeviceConfig, EntityConfig, HomeAssistantConfig
-from assistant.delivery import Delivery
-from assistant.homeassistant import Command, Entity, Registry
-from assistant.schema import SchemaError, check_schema, validate
-from assistant.tools import HomeTools, Tool, ToolOutcome
+from assistant.home.entities import Command, Entity, Registry
+from assistant.link.delivery import Delivery
 
 # --------------------------------------------------------------------------- caps
 
@@ -77,7 +77,7 @@ def test_state_messages_are_capped_where_they_are_stored() -> None:
 def test_a_failing_state_template_is_logged_once_and_leaves_the_state(caplog: pytest.LogCaptureFixture) -> None:
     sensor = entity("sensor.ratio", state_topic="s", value_template="{{ (value | float) / 0 }}")
     sensor.set_state("1.0")
-    caplog.set_level(logging.DEBUG, logger="assistant.homeassistant")
+    caplog.set_level(logging.DEBUG, logger="assistant.home.entities")
     for payload in ("4", "5", "6"):
         sensor.apply("state_topic", payload)  # raises nothing
     assert sensor.state == "1.0"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from assistant.agent.providers import resolve
 from assistant.config import ConfigError, load_config, parse_config
-from assistant.providers import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_ENV = {"OPENAI_API_KEY": "sk-test"}

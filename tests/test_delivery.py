@@ -3,7 +3,7 @@
 Each trial sends one command while mosquitto is stopped (SIGSTOP), killed, or both,
 and then compares what the daemon reported (now and later, with the same id) with
 the broker's own log of the PUBLISH packets it received, across every broker process
-that ran on the port. The rule is in assistant/delivery.py and the README:
+that ran on the port. The rule is in assistant/link/delivery.py and the README:
 `delivered` must be in a log, `not_sent` in none, nothing twice, `unknown` either way.
 """
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from assistant.config import MqttConfig
-from assistant.delivery import Delivery
-from assistant.mqtt import MqttLink
+from assistant.link.client import MqttLink
+from assistant.link.delivery import Delivery
 from tests.support import Broker
 
 MakeBroker = Callable[..., Broker]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from assistant.discovery import (
+from assistant.home.discovery import (
     Discovered,
     DiscoveryError,
     DiscoveryUpdate,

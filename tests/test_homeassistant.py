@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from assistant.bridge import ServiceBridge
-from assistant.commands import ServiceCall, mqtt_commands, service_call
+from assistant.agent.tools import HomeTools
 from assistant.config import EntityConfig, HomeAssistantConfig
-from assistant.delivery import Delivery
-from assistant.homeassistant import Command, CommandError, Entity, Registry
-from assistant.tools import HomeTools
+from assistant.home.bridge import ServiceBridge
+from assistant.home.commands import ServiceCall, mqtt_commands, service_call
+from assistant.home.entities import Command, CommandError, Entity, Registry
+from assistant.link.delivery import Delivery
 
 
 def entity(entity_id: str, **keys: Any) -> Entity:

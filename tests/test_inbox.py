@@ -14,8 +14,8 @@ from daemon import base_sections
 from fake_openai import FakeOpenAI
 from support import Broker, MqttRecorder
 
-from assistant.inbox import Inbox, Message
-from assistant.service import request_id_of
+from assistant.daemon.service import request_id_of
+from assistant.link.inbox import Inbox, Message
 
 
 def inbox(limit: int = 3, refused_limit: int = 2) -> Inbox:
@@ -130,7 +130,7 @@ def test_requests_that_do_not_fit_are_answered_busy_with_their_id(
     kept, the other 200 set aside; once the loop runs, every ask that was not queued as a turn
     is answered `busy` on event/error with its own id, and none is left without an answer."""
     from assistant.config import parse_config
-    from assistant.service import Assistant
+    from assistant.daemon.service import Assistant
 
     sections = base_sections(mqtt_broker.port, fake.url)
     sections["tts"] = {"engine": "none"}

@@ -26,7 +26,7 @@ import pytest
 from support import REPO_ROOT, Broker, MqttRecorder, free_port, require_program, stop_process
 
 from assistant.config import MqttConfig, parse_config
-from assistant.mqtt import MqttError, MqttLink
+from assistant.link.client import MqttError, MqttLink
 
 USER = "alice"
 PASSWORD = "Pw-9f3c1e-only-in-this-test"
@@ -417,7 +417,7 @@ def test_check_reports_the_secure_broker(secure_broker: Broker, pki: Pki, tmp_pa
 CHILD = """\
 import asyncio, sys
 from assistant.config import parse_config
-from assistant.mqtt import MqttLink
+from assistant.link.client import MqttLink
 
 port, ca_file, site, user = sys.argv[1:]
 mqtt = {"host": "127.0.0.1", "port": int(port), "username": user, "tls": {"enabled": True, "ca_file": ca_file}}

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from assistant.agent.tools import HomeTools
 from assistant.config import EntityConfig, HomeAssistantConfig
-from assistant.delivery import Delivery
-from assistant.homeassistant import Command, CommandError, Entity, Registry
-from assistant.ownership import Claims
-from assistant.tools import HomeTools
+from assistant.home.entities import Command, CommandError, Entity, Registry
+from assistant.home.ownership import Claims
+from assistant.link.delivery import Delivery
 
 LOCK_TOPIC = "z2m/Front door/set"
 LOCK_CONFIG = "homeassistant/lock/front_door/config"

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from assistant.announce import discovery_payload
 from assistant.config import parse_config
-from assistant.payloads import MAX_PAYLOAD_BYTES, BadRequest, parse_signal, parse_text_request
+from assistant.daemon.payloads import MAX_PAYLOAD_BYTES, BadRequest, parse_signal, parse_text_request
+from assistant.home.announce import discovery_payload
 
 
 def test_plain_text() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from assistant.sentences import SentenceSplitter, clean_for_speech
+from assistant.voice.sentences import SentenceSplitter, clean_for_speech
 
 
 def stream(text: str, step: int = 3) -> list[list[str]]:

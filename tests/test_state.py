@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.state import TRANSITIONS, Event, Hearing, State, StateMachine
+from assistant.daemon.state import TRANSITIONS, Event, Hearing, State, StateMachine
 
 E, S = Event, State
 

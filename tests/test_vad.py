@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from assistant.audio.vad import Pause, Segmenter, SpeechStarted, Utterance, webrtc_classifier
 from assistant.config import VadConfig
-from assistant.vad import Pause, Segmenter, SpeechStarted, Utterance, webrtc_classifier
 
 RATE = 16000
 FRAME_MS = 30

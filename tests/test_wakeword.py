@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assistant.wakeword import Detection, WakeWord
+from assistant.audio.wakeword import Detection, WakeWord
 
 RATE = 16000
 FRAME_BYTES = 960  # the daemon's 30 ms frames

@@ -4,7 +4,7 @@ hassil matches an utterance against Home Assistant's own sentence templates for 
 device's language (the home-assistant-intents package), with the ``{name}`` and
 ``{area}`` slots filled from the registry's exposed entities, their aliases and areas.
 A recognised intent becomes the tool calls the chat agent would have made (see
-`assistant.tools`), plus a short spoken confirmation. Anything that is not clearly one
+`assistant.agent.tools`), plus a short spoken confirmation. Anything that is not clearly one
 supported command on exposed entities gives None, and the daemon asks the chat agent.
 
 Only the intents listed in SUPPORTED_INTENTS are loaded (recognising over all of a

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from assistant.homeassistant import Entity, Registry
+from assistant.home.entities import Entity, Registry
 
 if TYPE_CHECKING:
     from hassil import SlotList

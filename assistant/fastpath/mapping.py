@@ -1,4 +1,4 @@
-"""Recognised intents as tool calls: what the chat agent would have called (see `assistant.tools`).
+"""Recognised intents as tool calls: what the chat agent would have called (see `assistant.agent.tools`).
 
 Each intent maps to one call per entity, carried out as Home Assistant does for that
 domain; an intent that does not apply to an entity, or a value out of range, gives None.
@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from assistant.commands import ACTIONS
-from assistant.homeassistant import Entity
+from assistant.home.commands import ACTIONS
+from assistant.home.entities import Entity
 
 if TYPE_CHECKING:
     from hassil import RecognizeResult

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from assistant.homeassistant import Command, CommandError, Entity, render_template
+from assistant.home.entities import Command, CommandError, Entity, render_template
 
 # action -> the platforms that take it (MQTT-native or through the bridge)
 ACTIONS: dict[str, set[str]] = {

@@ -12,13 +12,13 @@ import gc
 import logging
 import time
 
-from assistant.announce import discovery_payload, discovery_topic
-from assistant.bridge import ServiceBridge
 from assistant.config import Config
-from assistant.discovery import DiscoveryError, discovery_topics, parse_discovery
-from assistant.homeassistant import Entity, Registry
-from assistant.mqtt import Message, MqttLink
-from assistant.ownership import Conflict
+from assistant.home.announce import discovery_payload, discovery_topic
+from assistant.home.bridge import ServiceBridge
+from assistant.home.discovery import DiscoveryError, discovery_topics, parse_discovery
+from assistant.home.entities import Entity, Registry
+from assistant.home.ownership import Conflict
+from assistant.link.client import Message, MqttLink
 
 log = logging.getLogger(__name__)
 

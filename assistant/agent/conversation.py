@@ -22,9 +22,10 @@ import openai
 from openai.types.chat import ChatCompletionChunk
 from openai.types.completion_usage import CompletionUsage
 
-from assistant.budget import estimate_tokens
-from assistant.catalog import Listing, listing, states_line
-from assistant.commands import ACTIONS
+from assistant.agent.catalog import Listing, listing, states_line
+from assistant.agent.memory import Memory
+from assistant.agent.prompt import Instructions
+from assistant.agent.tools import Action, Tool
 from assistant.config import (
     RECOMMENDED_MAX_TOKENS,
     RECOMMENDED_MODEL,
@@ -32,10 +33,9 @@ from assistant.config import (
     AgentConfig,
     DeviceConfig,
 )
-from assistant.homeassistant import Entity, Registry
-from assistant.memory import Memory
-from assistant.prompt import Instructions
-from assistant.tools import Action, Tool
+from assistant.home.budget import estimate_tokens
+from assistant.home.commands import ACTIONS
+from assistant.home.entities import Entity, Registry
 
 log = logging.getLogger(__name__)
 

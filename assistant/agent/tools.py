@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from assistant.bridge import BridgeOutcome, ServiceBridge
-from assistant.budget import cap_text
-from assistant.catalog import LIST_LIMIT, Finder
-from assistant.commands import ACTIONS, mqtt_commands, service_call
-from assistant.delivery import Delivery, Settlement
-from assistant.homeassistant import Command, CommandError, Entity, Registry
-from assistant.schema import SchemaError, check_schema, validate
+from assistant.agent.catalog import LIST_LIMIT, Finder
+from assistant.agent.schema import SchemaError, check_schema, validate
+from assistant.home.bridge import BridgeOutcome, ServiceBridge
+from assistant.home.budget import cap_text
+from assistant.home.commands import ACTIONS, mqtt_commands, service_call
+from assistant.home.entities import Command, CommandError, Entity, Registry
+from assistant.link.delivery import Delivery, Settlement
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ _UNKNOWN = (None, "unknown", "the connection ended after it was sent: it may or 
 
 
 def action_from_delivery(tool: str, entity_id: str, command: Command, delivery: Delivery) -> Action:
-    """The action for one MQTT command, from what the broker confirmed (see assistant/delivery.py)."""
+    """The action for one MQTT command, from what the broker confirmed (see assistant/link/delivery.py)."""
     action = Action(tool, entity_id, command.topic, command.payload, delivery.ok, delivery.reason)
     if delivery.status == "delivered":
         return replace(action, status="done")

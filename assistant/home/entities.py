@@ -16,16 +16,16 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from assistant.budget import (
+from assistant.config import EntityConfig, HomeAssistantConfig
+from assistant.home.budget import (
     MAX_PAYLOAD_CHARS,
     MAX_TEXT_CHARS,
     bounded_attributes,
     cap_attributes,
     cap_text,
 )
-from assistant.config import EntityConfig, HomeAssistantConfig
-from assistant.discovery import is_command_key
-from assistant.ownership import CONFIG, Claims, Conflict
+from assistant.home.discovery import is_command_key
+from assistant.home.ownership import CONFIG, Claims, Conflict
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class Entity:
         return topics
 
     def summary(self) -> dict[str, Any]:
-        """What the model is told about the entity: bounded (see assistant.budget)."""
+        """What the model is told about the entity: bounded (see assistant.home.budget)."""
         info: dict[str, Any] = {
             "entity_id": self.entity_id,
             "name": cap_text(self.name, 100),
@@ -228,7 +228,7 @@ class Registry:
 
     The allowlist holds on topics too: every command topic belongs to the entity that
     claimed it first, and nothing is published to a topic that an entity outside `expose`
-    claims or reads, whichever entity asks (see assistant/ownership.py).
+    claims or reads, whichever entity asks (see assistant/home/ownership.py).
     """
 
     def __init__(self, config: HomeAssistantConfig) -> None:

@@ -17,8 +17,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from assistant.budget import CHARS_PER_TOKEN, cap_text, estimate_tokens
-from assistant.homeassistant import Entity
+from assistant.home.budget import CHARS_PER_TOKEN, cap_text, estimate_tokens
+from assistant.home.entities import Entity
 
 MAX_ENTITY_ID = 255  # Home Assistant's own limit; longer ids are not real entities
 STATE_CHARS = 40  # a state as listed with the whole house (get_state gives more)

@@ -23,19 +23,16 @@ from typing import Any
 import numpy as np
 import openai
 
-from assistant import systemd
-from assistant.agent import CUT_SHORT, Agent, Reply, Usage, cut_short
-from assistant.audio import Microphone, SoundCard
-from assistant.bridge import ServiceBridge
+from assistant.agent.conversation import CUT_SHORT, Agent, Reply, Usage, cut_short
+from assistant.agent.images import ImageMaker, ImagePublisher, ImageRequest, parse_image_request
+from assistant.agent.providers import CredentialError, make_client, resolve, stages_in_use, verify
+from assistant.agent.tools import Action, HomeTools, Tool
+from assistant.audio.devices import Microphone, SoundCard
+from assistant.audio.listener import Listener
+from assistant.audio.vad import Utterance
 from assistant.config import Config, ConfigError, load_config
-from assistant.delivery import Delivery
-from assistant.fastpath import FastMatch, FastPath
-from assistant.homeassistant import Command, Registry
-from assistant.house import House
-from assistant.images import ImageMaker, ImagePublisher, ImageRequest, parse_image_request
-from assistant.listener import Listener
-from assistant.mqtt import Message, MqttLink
-from assistant.payloads import (
+from assistant.daemon import systemd
+from assistant.daemon.payloads import (
     BadRequest,
     Request,
     decode_payload,
@@ -45,14 +42,17 @@ from assistant.payloads import (
     parse_switch,
     parse_text_request,
 )
-from assistant.providers import CredentialError, make_client, resolve, stages_in_use, verify
-from assistant.sentences import SentenceSplitter
-from assistant.state import Event, State, StateMachine
-from assistant.store import Store
-from assistant.stt import Transcriber
-from assistant.tools import Action, HomeTools, Tool
-from assistant.tts import TtsError, make_voice
-from assistant.vad import Utterance
+from assistant.daemon.state import Event, State, StateMachine
+from assistant.daemon.store import Store
+from assistant.fastpath import FastMatch, FastPath
+from assistant.home.bridge import ServiceBridge
+from assistant.home.entities import Command, Registry
+from assistant.home.house import House
+from assistant.link.client import Message, MqttLink
+from assistant.link.delivery import Delivery
+from assistant.voice.sentences import SentenceSplitter
+from assistant.voice.stt import Transcriber
+from assistant.voice.tts import TtsError, make_voice
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class Assistant:
         self.turns: asyncio.Queue[Turn] = asyncio.Queue(maxsize=32)
         self.mic_open_at = 0.0
         self.claims_topic = f"{config.mqtt.topic_prefix}/arbitration"
-        # Requests go ahead of house traffic (see assistant.inbox); our own inputs are answered
+        # Requests go ahead of house traffic (see assistant.link.inbox); our own inputs are answered
         # `busy` when they cannot be taken.
         self.requests = {f"{self.root}/{name}" for name in INPUTS}
         priority = {*self.requests, self.claims_topic}
@@ -289,7 +289,7 @@ class Assistant:
         """`event/action` for each action taken, then `event/reply` listing them all.
 
         An unconfirmed action is published again, with the same id and `"late": true`,
-        once its fate is known (see assistant/delivery.py). `usage` is the tokens the API
+        once its fate is known (see assistant/link/delivery.py). `usage` is the tokens the API
         reported for the turn (zeros when no model was asked, null when the API reported
         none); `partial` is true for a cut-short answer.
         """
@@ -564,7 +564,7 @@ class Assistant:
 
         A slice of house traffic (discovery configs, states) is followed by a look at the
         requests and a turn of the loop, so microphone frames and requests never wait for a
-        discovery storm to be read (see assistant.inbox).
+        discovery storm to be read (see assistant.link.inbox).
         """
         inbox = self.link.messages
         while True:

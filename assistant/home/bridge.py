@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from assistant.commands import ServiceCall
-from assistant.delivery import Delivery
+from assistant.home.commands import ServiceCall
+from assistant.link.delivery import Delivery
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import openai
 
+from assistant.agent.tools import Tool, ToolOutcome
 from assistant.config import ImagesConfig
-from assistant.payloads import BadRequest, new_id, optional_str, text_request
-from assistant.tools import Tool, ToolOutcome
+from assistant.daemon.payloads import BadRequest, new_id, optional_str, text_request
 
 log = logging.getLogger(__name__)
 

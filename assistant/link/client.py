@@ -19,8 +19,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from assistant.config import MqttConfig
-from assistant.delivery import ConfirmingClient, Delivery, Settlement
-from assistant.inbox import Inbox, Message
+from assistant.link.delivery import ConfirmingClient, Delivery, Settlement
+from assistant.link.inbox import Inbox, Message
 
 __all__ = ["OFFLINE", "ONLINE", "Message", "MqttError", "MqttLink", "describe_error"]
 
@@ -51,7 +51,7 @@ class MqttLink:
         self.config = config
         self.root = root
         self.subscriptions: set[str] = set()
-        self.messages = Inbox()  # requests first, house traffic coalesced by topic (see assistant.inbox)
+        self.messages = Inbox()  # requests first, house traffic coalesced by topic (see assistant.link.inbox)
         self.connected = asyncio.Event()
         self._answered = asyncio.Event()  # the broker accepted or refused us
         self._ever_connected = False
@@ -145,7 +145,7 @@ class MqttLink:
     async def send_command(self, topic: str, payload: str, *, retain: bool = False, timeout: float = 5.0) -> Delivery:
         """Publish a device command (QoS 1) and tell truthfully what became of it.
 
-        See assistant/delivery.py for the rule: delivered, not sent (and never will be),
+        See assistant/link/delivery.py for the rule: delivered, not sent (and never will be),
         or unconfirmed with its fate settled later through `Delivery.settled`.
         """
         if not self.client.is_connected():
@@ -254,5 +254,5 @@ class MqttLink:
             self._last_socket_error = message
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        # Only filed here: paho's thread must never wait for the loop (see assistant.inbox).
+        # Only filed here: paho's thread must never wait for the loop (see assistant.link.inbox).
         self.messages.put(Message(message.topic, bytes(message.payload), message.retain))

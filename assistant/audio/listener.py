@@ -18,11 +18,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from assistant.audio.vad import Pause, Resumed, Segmenter, SpeechStarted, Utterance, webrtc_classifier
+from assistant.audio.wakeword import Detection, WakeWord
 from assistant.config import Config
-from assistant.payloads import new_id
-from assistant.state import Event, State, StateMachine
-from assistant.vad import Pause, Resumed, Segmenter, SpeechStarted, Utterance, webrtc_classifier
-from assistant.wakeword import Detection, WakeWord
+from assistant.daemon.payloads import new_id
+from assistant.daemon.state import Event, State, StateMachine
 
 log = logging.getLogger(__name__)
 

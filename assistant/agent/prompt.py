@@ -16,7 +16,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from assistant.config import ConfigError, DeviceConfig
-from assistant.homeassistant import Entity, Registry
+from assistant.home.entities import Entity, Registry
 
 UNKNOWN = "unknown"
 # Attributes Jinja's sandbox looks up to decide whether something may be called; the
