@@ -205,7 +205,8 @@ async def _say(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _listen(config: Config, args: argparse.Namespace) -> int:
-    from assistant.audio.devices import AudioError, Microphone, SoundCard, read_wav
+    from assistant.audio.devices import Microphone, SoundCard
+    from assistant.audio.pcm import AudioError, read_wav
     from assistant.audio.vad import Segmenter, Utterance, webrtc_classifier
     from assistant.daemon.service import Assistant, VoiceTurn, describe_reply
 
@@ -298,7 +299,8 @@ def _group_name(path: Path) -> str:
 
 async def _check(config: Config, args: argparse.Namespace) -> int:
     from assistant.agent.providers import CredentialError, resolve, stages_in_use, verify
-    from assistant.audio.devices import AudioError, device_name, list_devices
+    from assistant.audio.devices import device_name, list_devices
+    from assistant.audio.pcm import AudioError
     from assistant.config import find_config_file
     from assistant.home.entities import Registry
     from assistant.link.client import MqttError, MqttLink

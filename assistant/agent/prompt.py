@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from typing import Any, overload
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from assistant.config import ConfigError, DeviceConfig
 from assistant.home.entities import Entity, Registry
+from assistant.home.templating import strict_environment
 
 UNKNOWN = "unknown"
 # Attributes Jinja's sandbox looks up to decide whether something may be called; the
@@ -100,7 +100,7 @@ class Instructions:
         self.source = source
         self.device = device
         self.registry = registry
-        env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+        env = strict_environment()
         try:
             self.template = env.from_string(source)
         except jinja2.TemplateSyntaxError as error:

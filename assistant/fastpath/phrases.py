@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from assistant.fastpath.language import Language
 from assistant.fastpath.mapping import Plan
+from assistant.home.templating import environment
 
 
 def _format_number(value: Any, decimal: str = ".") -> str:
@@ -179,18 +179,6 @@ class _StateView:
     attributes: dict[str, Any]
 
 
-_templates = ImmutableSandboxedEnvironment(undefined=jinja2.ChainableUndefined, autoescape=False)
-_templates.filters["float"] = lambda value, default=0.0: _to_number(value, default, float)
-_templates.filters["int"] = lambda value, default=0: _to_number(value, default, int)
-
-
-def _to_number(value: Any, default: Any, kind: Callable[[float], Any]) -> Any:
-    try:
-        return kind(float(value))
-    except (TypeError, ValueError):
-        return default
-
-
 def speech(plan: Plan, lang: Language) -> str:
     """The confirmation to speak for a recognised command."""
     phrases = _PHRASES.get(lang.code.split("-", 1)[0])
@@ -205,7 +193,7 @@ def _response(plan: Plan, lang: Language) -> str:
     if key not in lang.templates:
         source = lang.responses.get(plan.intent, {}).get(key[1])
         try:
-            lang.templates[key] = _templates.from_string(source) if source else None
+            lang.templates[key] = environment().from_string(source) if source else None
         except jinja2.TemplateError:
             lang.templates[key] = None
     template = lang.templates[key]

@@ -13,9 +13,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
 from assistant.config import EntityConfig, HomeAssistantConfig
 from assistant.home.budget import (
     MAX_PAYLOAD_CHARS,
@@ -26,20 +23,9 @@ from assistant.home.budget import (
 )
 from assistant.home.discovery import is_command_key
 from assistant.home.ownership import CONFIG, Claims, Conflict
+from assistant.home.templating import environment
 
 log = logging.getLogger(__name__)
-
-_templates = ImmutableSandboxedEnvironment(undefined=jinja2.ChainableUndefined, autoescape=False)
-_templates.filters["float"] = lambda value, default=0.0: _number(value, default, float)
-_templates.filters["int"] = lambda value, default=0: _number(value, default, int)
-_templates.globals["is_defined"] = lambda value: not isinstance(value, jinja2.Undefined)
-
-
-def _number(value: Any, default: Any, kind: type) -> Any:
-    try:
-        return kind(float(value)) if kind is int else kind(value)
-    except (TypeError, ValueError):
-        return default
 
 
 def render_template(source: str, variables: dict[str, Any]) -> str:
@@ -49,7 +35,7 @@ def render_template(source: str, variables: dict[str, Any]) -> str:
     CommandError: a template comes from a config or discovery message, not from us.
     """
     try:
-        return _templates.from_string(source).render(**variables).strip()
+        return environment().from_string(source).render(**variables).strip()
     except Exception as error:
         raise CommandError(f"template {cap_text(source, 120)!r} failed: {type(error).__name__}: {error}") from None
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import openai
 
-from assistant.audio.devices import wav_bytes
+from assistant.audio.pcm import wav_bytes
 from assistant.config import SttConfig
 
 
