@@ -264,7 +264,7 @@ def file_permission_warnings(path: Path, env: Mapping[str, str]) -> list[str]:
     Readable by the group counts too: on a Pi the service user's group often has other
     members (the login user is commonly added to it), and each of them could read the key.
     """
-    from assistant.environment import secret_settings
+    from assistant.config.environment import secret_settings
 
     warnings = []
     data: object = tomllib.loads(path.read_text())

@@ -14,7 +14,7 @@ import openai
 from pydantic import SecretStr
 
 from assistant.config import Config, ConfigError, StageApi
-from assistant.environment import read_secret
+from assistant.config.environment import read_secret
 
 Stage = str  # "stt" | "agent" | "tts" | "images"
 
