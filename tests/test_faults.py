@@ -639,6 +639,7 @@ def test_fuzzed_payloads_on_every_input_topic(
     refused = daemon.log().count("too many requests waiting")
     print(f"fuzz: {len(errors)} event/error {dict(codes)}, {replies} replies, {refused} refused busy")
     assert "without an answer" not in daemon.log()  # every request that did not fit was answered busy
+    assert codes["busy"] == refused, (codes, refused)  # ... and each answer reached event/error
     assert codes["bad_request"] >= total // 4, codes
     assert set(codes) <= {"bad_request", "busy"}, [e for e in errors if e["code"] not in ("bad_request", "busy")]
     assert_bad_payloads_answered(recorder, root)
