@@ -1,23 +1,25 @@
-"""A fake OpenAI / Azure OpenAI HTTP server for tests.
+"""A local OpenAI / Azure OpenAI HTTP server for tests: only what the daemon calls.
 
 It is a real HTTP/1.1 server (standard library only) that speaks the OpenAI wire
 format closely enough for the real ``openai`` SDK to work against it:
 
-* ``/v1/<op>`` (OpenAI) and ``/openai/deployments/<deployment>/<op>?api-version=V``
-  (Azure; ``/openai/<op>?api-version=V`` for ``models``).
-* ops: ``chat/completions`` (plain and SSE streaming, tool calls),
-  ``audio/transcriptions`` (multipart WAV upload; json/text/verbose_json/srt/vtt and
-  SSE streaming), ``audio/speech`` (espeak-ng + sox; pcm/wav, chunked),
-  ``images/generations`` (tiny generated PNG) and ``models``.
-* every request is recorded (:class:`Recorded`) before it is answered; faults can be
-  injected with :meth:`FakeOpenAI.fail`.
+* ``/v1/<op>`` (OpenAI, ``Authorization: Bearer KEY``) and
+  ``/openai/deployments/<deployment>/<op>?api-version=V`` (Azure, ``api-key`` header or
+  an AD token as bearer; ``/openai/models?api-version=V`` for the model list).
+* ops, as the daemon uses them: ``models`` (the credential check), ``chat/completions``
+  (SSE streaming only, text and tool-call deltas, a usage chunk when asked),
+  ``audio/transcriptions`` (multipart WAV upload; json, text or verbose_json),
+  ``audio/speech`` (espeak-ng + sox; raw 24 kHz pcm, chunked) and
+  ``images/generations`` (tiny generated PNG as b64_json).
+* every request is recorded (:class:`Recorded`) before it is answered; faults (any
+  status, with Retry-After) are injected with :meth:`FakeOpenAI.fail`, a cut stream
+  with ``ChatReply(cut_after=N)``. Anything else is answered 400 or 404, never faked.
 
 Typical use::
 
     with FakeOpenAI() as srv:
         srv.script.append(ChatReply(text="Hello there."))
-        client = openai.OpenAI(base_url=srv.base_url, api_key=srv.api_key)
-        ...
+        ...  # the daemon under test talks to srv.url
         assert srv.of("chat/completions")[0].json["model"] == "gpt-5.4-mini"
 """
 
@@ -44,71 +46,26 @@ from types import TracebackType
 from typing import Any, Self, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = [
-    "OPS",
-    "ChatReply",
-    "FakeOpenAI",
-    "Recorded",
-    "make_png",
-    "pcm_to_wav",
-    "synth_pcm",
-    "synth_wav",
-]
+__all__ = ["TTS_SAMPLE_RATE", "ChatReply", "FakeOpenAI", "Recorded", "synth_pcm"]
 
-OPS: tuple[str, ...] = (
-    "chat/completions",
-    "audio/transcriptions",
-    "audio/speech",
-    "images/generations",
-    "models",
-)
-
-MODELS: tuple[str, ...] = (
-    "gpt-5.4-mini",
-    "gpt-5.4",
-    "gpt-4o-mini-transcribe",
-    "gpt-4o-transcribe",
-    "whisper-1",
-    "gpt-4o-mini-tts",
-    "tts-1",
-    "gpt-image-1",
-    "dall-e-3",
-)
+OPS: tuple[str, ...] = ("chat/completions", "audio/transcriptions", "audio/speech", "images/generations", "models")
+MODELS: tuple[str, ...] = ("gpt-5.4-mini", "gpt-4o-mini-transcribe", "gpt-4o-mini-tts", "gpt-image-2")
 
 TTS_SAMPLE_RATE = 24000
 TTS_CHUNK_BYTES = 4800
 
-_LANGUAGES = {
-    "en": "english",
-    "de": "german",
-    "fr": "french",
-    "es": "spanish",
-    "it": "italian",
-    "nl": "dutch",
-    "pt": "portuguese",
-    "ja": "japanese",
-    "zh": "chinese",
-}
-
 _ERRORS: dict[int, tuple[str, str, str | None]] = {
     400: ("Bad request", "invalid_request_error", None),
     401: ("Incorrect API key provided", "invalid_request_error", "invalid_api_key"),
-    403: ("You are not allowed to sample from this model", "invalid_request_error", None),
     404: ("Not found", "invalid_request_error", None),
-    408: ("Request timed out", "timeout", None),
-    409: ("Conflict", "invalid_request_error", None),
-    422: ("Unprocessable entity", "invalid_request_error", None),
     429: ("Rate limit reached", "requests", "rate_limit_exceeded"),
     500: ("Internal server error", "server_error", None),
-    502: ("Bad gateway", "server_error", None),
-    503: ("Service unavailable", "server_error", None),
-    504: ("Gateway timeout", "server_error", None),
 }
 
-_AZURE_PATH = re.compile(r"^/openai(?:/deployments/(?P<deployment>[^/]+))?/(?P<rest>.+?)/?$")
-_OPENAI_PATH = re.compile(r"^/v1/(?P<rest>.+?)/?$")
+_AZURE_PATH = re.compile(r"^/openai(?:/deployments/(?P<deployment>[^/]+))?/(?P<op>.+?)/?$")
+_OPENAI_PATH = re.compile(r"^/v1/(?P<op>.+?)/?$")
 _BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.IGNORECASE)
-_DISPOSITION_PARAM = re.compile(r';\s*([\w*-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))')
+_DISPOSITION_PARAM = re.compile(r';\s*([\w-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))')
 
 
 # --------------------------------------------------------------------------- data
@@ -138,16 +95,13 @@ class Recorded:
     method: str
     path: str
     op: str
-    query: dict[str, str]
     headers: dict[str, str]
     json: dict[str, Any] | None
     form: dict[str, str]
     files: dict[str, tuple[str, bytes, str]]
     deployment: str | None
     api_version: str | None
-    t: float
-    body: bytes = b""
-    conn: int = 0  # serial number of the TCP connection (same value = keep-alive reuse)
+    t: float  # time.monotonic() when it arrived
 
 
 @dataclass
@@ -163,7 +117,6 @@ class _HTTPError(Exception):
         status: int,
         message: str | None = None,
         *,
-        type_: str | None = None,
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
@@ -173,21 +126,22 @@ class _HTTPError(Exception):
         )
         self.status = status
         self.message = message or default_message
-        self.type = type_ or default_type
+        self.type = default_type
         self.param = param
         self.code = code if code is not None else default_code
         self.headers = headers or {}
         super().__init__(f"{status} {self.message}")
 
     def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def _missing(name: str) -> _HTTPError:
+    return _HTTPError(400, f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter")
+
+
+def _unsupported(name: str, value: object) -> _HTTPError:
+    return _HTTPError(400, f"{name} {value!r} is not supported by the fake server", param=name)
 
 
 # ------------------------------------------------------------------- audio/image
@@ -201,50 +155,11 @@ def synth_pcm(text: str, rate: int = TTS_SAMPLE_RATE, words_per_minute: int = 17
         check=True,
         timeout=30,
     ).stdout
-    return subprocess.run(
-        [
-            "sox",
-            "-q",
-            "-t",
-            "wav",
-            "-",
-            "-t",
-            "raw",
-            "-r",
-            str(rate),
-            "-c",
-            "1",
-            "-b",
-            "16",
-            "-e",
-            "signed-integer",
-            "-L",
-            "-",
-        ],
-        input=spoken,
-        capture_output=True,
-        check=True,
-        timeout=30,
-    ).stdout
+    sox = ["sox", "-q", "-t", "wav", "-", "-t", "raw", "-r", str(rate), "-c", "1", "-b", "16", "-e", "signed-integer"]
+    return subprocess.run([*sox, "-L", "-"], input=spoken, capture_output=True, check=True, timeout=30).stdout
 
 
-def pcm_to_wav(pcm: bytes, rate: int = TTS_SAMPLE_RATE) -> bytes:
-    """Wrap mono s16le PCM in a WAV container."""
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm)
-    return buf.getvalue()
-
-
-def synth_wav(text: str, rate: int = 16000) -> bytes:
-    """Speak ``text`` and return a mono 16-bit WAV file (default 16 kHz)."""
-    return pcm_to_wav(synth_pcm(text, rate=rate), rate=rate)
-
-
-def make_png(width: int = 4, height: int = 4, rgb: tuple[int, int, int] = (32, 128, 224)) -> bytes:
+def _png(width: int = 4, height: int = 4, rgb: tuple[int, int, int] = (32, 128, 224)) -> bytes:
     """A valid tiny truecolour PNG built with zlib + struct."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -257,7 +172,7 @@ def make_png(width: int = 4, height: int = 4, rgb: tuple[int, int, int] = (32, 1
     )
 
 
-_PNG = make_png()
+_PNG_B64 = base64.b64encode(_png()).decode("ascii")
 
 
 def _wav_duration(data: bytes) -> float:
@@ -266,7 +181,7 @@ def _wav_duration(data: bytes) -> float:
         with wave.open(io.BytesIO(data), "rb") as w:
             frame_bytes = w.getsampwidth() * w.getnchannels()
             rate = w.getframerate()
-            frames = w.readframes(w.getnframes())  # copes with streamed (bogus size) headers
+            frames = w.readframes(w.getnframes())
     except (wave.Error, EOFError, struct.error, ValueError) as exc:
         raise _HTTPError(
             400,
@@ -298,12 +213,7 @@ def _split3(s: str) -> list[str]:
     return [s[:a], s[a:b], s[b:]]
 
 
-def _timestamp(seconds: float, sep: str) -> str:
-    ms = round(seconds * 1000)
-    h, ms = divmod(ms, 3_600_000)
-    m, ms = divmod(ms, 60_000)
-    s, ms = divmod(ms, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+# ------------------------------------------------------------------- request parsing
 
 
 def _parse_multipart(body: bytes, content_type: str) -> tuple[dict[str, str], dict[str, tuple[str, bytes, str]]]:
@@ -316,12 +226,11 @@ def _parse_multipart(body: bytes, content_type: str) -> tuple[dict[str, str], di
     for raw_part in body.split(delimiter)[1:]:
         if raw_part.startswith(b"--"):
             break
-        part = raw_part[2:] if raw_part.startswith(b"\r\n") else raw_part
+        part = raw_part.removeprefix(b"\r\n")
         head, sep, content = part.partition(b"\r\n\r\n")
         if not sep:
             continue
-        if content.endswith(b"\r\n"):
-            content = content[:-2]
+        content = content.removesuffix(b"\r\n")
         headers: dict[str, str] = {}
         for line in head.decode("utf-8", "replace").split("\r\n"):
             name, colon, value = line.partition(":")
@@ -329,37 +238,24 @@ def _parse_multipart(body: bytes, content_type: str) -> tuple[dict[str, str], di
                 headers[name.strip().lower()] = value.strip()
         params: dict[str, str] = {}
         for pm in _DISPOSITION_PARAM.finditer(headers.get("content-disposition", "")):
-            key = pm.group(1).lower()
             quoted: str | None = pm.group(2)
             value = quoted if quoted is not None else (pm.group(3) or "").strip()
-            if key.endswith("*"):  # RFC 5987: utf-8''name
-                key = key[:-1]
-                value = unquote(value.split("''", 1)[-1])
-            else:
-                value = re.sub(r"\\(.)", r"\1", value)
-            params[key] = value
+            params[pm.group(1).lower()] = re.sub(r"\\(.)", r"\1", value)
         field_name = params.get("name")
         if field_name is None:
             continue
         if "filename" in params:
-            part_type = headers.get("content-type", "application/octet-stream")
-            files[field_name] = (params["filename"], content, part_type)
+            files[field_name] = (params["filename"], content, headers.get("content-type", "application/octet-stream"))
         else:
             form[field_name] = content.decode("utf-8", "replace")
     return form, files
-
-
-def _op_of(rest: str) -> str:
-    if rest == "models" or rest.startswith("models/"):
-        return "models"
-    return rest
 
 
 def _parse_body(
     body: bytes, content_type: str
 ) -> tuple[dict[str, Any] | None, dict[str, str], dict[str, tuple[str, bytes, str]], _HTTPError | None]:
     """JSON object or multipart form of a request body, or the error to answer with."""
-    if body and ("json" in content_type or (not content_type and body.lstrip()[:1] == b"{")):
+    if body and "json" in content_type:
         try:
             loaded = json.loads(body)
         except ValueError as exc:
@@ -376,19 +272,13 @@ def _parse_body(
     return None, {}, {}, None
 
 
-def _route(path: str) -> tuple[str, str, bool, str | None]:
-    """(op, path rest after the API prefix, is Azure, Azure deployment) for a URL path."""
+def _route(path: str) -> tuple[str, bool, str | None]:
+    """(op, is Azure, Azure deployment) for a URL path."""
     if m := _OPENAI_PATH.match(path):
-        return _op_of(m.group("rest")), m.group("rest"), False, None
+        return m.group("op"), False, None
     if m := _AZURE_PATH.match(path):
-        deployment = unquote(m.group("deployment")) if m.group("deployment") else None
-        return _op_of(m.group("rest")), m.group("rest"), True, deployment
-    if path.startswith("/files/"):
-        return "files", path[1:], False, None
-    return path.strip("/"), path.strip("/"), False, None
-
-
-# ------------------------------------------------------------------------ server
+        return m.group("op"), True, unquote(m.group("deployment")) if m.group("deployment") else None
+    return path.strip("/"), False, None
 
 
 def _usage(
@@ -411,6 +301,9 @@ def _usage(
     }
 
 
+# ------------------------------------------------------------------------ server
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -418,8 +311,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, fake: FakeOpenAI, port: int = 0) -> None:
         self.fake = fake
         self.conn_lock = threading.Lock()
-        self.connections: set[socket.socket] = set()
-        self.conn_serial = 0
+        self.connections: set[socket.socket] = set()  # closed by stop(), keep-alive ones included
         super().__init__(("127.0.0.1", port), _Handler)
 
 
@@ -428,8 +320,6 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "FakeOpenAI/1.0"
     server: _Server
 
-    conn_id: int = 0
-
     # -- connection bookkeeping
 
     def setup(self) -> None:
@@ -437,8 +327,6 @@ class _Handler(BaseHTTPRequestHandler):
         sock = cast(socket.socket, self.request)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.server.conn_lock:
-            self.server.conn_serial += 1
-            self.conn_id = self.server.conn_serial
             self.server.connections.add(sock)
 
     def finish(self) -> None:
@@ -462,61 +350,27 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._handle()
 
-    def do_PUT(self) -> None:
-        self._handle()
+    # -- low level I/O (the SDK sends a Content-Length, never a chunked body)
 
-    def do_PATCH(self) -> None:
-        self._handle()
-
-    def do_DELETE(self) -> None:
-        self._handle()
-
-    # -- low level I/O
-
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            out = bytearray()
-            while True:
-                size_line = self.rfile.readline(65537)
-                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return bytes(out)
-                out += self.rfile.read(size)
-                self.rfile.readline(65537)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _common_headers(self) -> None:
-        self.send_header("x-request-id", "req_" + secrets.token_hex(16))
-        self.send_header("openai-processing-ms", "1")
+    def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        self._send_bytes(status, json.dumps(obj).encode(), "application/json", headers)
 
     def _send_bytes(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self._common_headers()
+        self.send_header("x-request-id", "req_" + secrets.token_hex(16))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        self.wfile.write(body)
 
-    def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-        self._send_bytes(status, json.dumps(obj).encode(), "application/json", headers)
-
-    def _send_error(self, err: _HTTPError) -> None:
-        self._send_json(err.status, err.body(), err.headers)
-
-    def _start_chunked(self, content_type: str, headers: dict[str, str] | None = None) -> None:
+    def _start_chunked(self, content_type: str) -> None:
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache")
-        self._common_headers()
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
+        self.send_header("x-request-id", "req_" + secrets.token_hex(16))
         self.end_headers()
 
     def _chunk(self, data: bytes, last: bool = False) -> None:
@@ -535,57 +389,42 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         arrived = time.monotonic()
         split = urlsplit(self.path)
-        query = dict(parse_qsl(split.query, keep_blank_values=True))
-        headers: dict[str, str] = {}
-        for key, value in self.headers.items():
-            k = key.lower()
-            headers[k] = f"{headers[k]}, {value}" if k in headers else value
-        body = self._read_body()
+        headers = {key.lower(): value for key, value in self.headers.items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
         body_json, form, files, parse_error = _parse_body(body, headers.get("content-type", ""))
-        op, rest, azure, deployment = _route(split.path)
+        op, azure, deployment = _route(split.path)
         rec = Recorded(
             method=self.command,
             path=split.path,
             op=op,
-            query=query,
             headers=headers,
             json=body_json,
             form=form,
             files=files,
             deployment=deployment,
-            api_version=query.get("api-version"),
+            api_version=dict(parse_qsl(split.query)).get("api-version"),
             t=arrived,
-            body=body,
-            conn=self.conn_id,
         )
         fake._record(rec)
         try:
-            self._dispatch(fake, rec, rest, azure, parse_error)
+            self._dispatch(fake, rec, azure, parse_error)
         except _HTTPError as err:
-            self._send_error(err)
+            self._send_json(err.status, err.body(), err.headers)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             raise  # handle_one_request closes the connection
         except Exception as exc:  # a bug in a test's callback becomes a visible 500, not a hang
-            self._send_error(_HTTPError(500, f"Fake server error: {type(exc).__name__}: {exc}"))
+            err = _HTTPError(500, f"Fake server error: {type(exc).__name__}: {exc}")
+            self._send_json(err.status, err.body())
 
-    def _dispatch(
-        self, fake: FakeOpenAI, rec: Recorded, rest: str, azure: bool, parse_error: _HTTPError | None
-    ) -> None:
-        op, method = rec.op, rec.method
-        if op == "files":
-            if method == "GET" and rest == "files/image.png":
-                self._send_bytes(200, _PNG, "image/png")
-                return
-            raise _HTTPError(404, "File not found")
-        invalid_url = _HTTPError(404, f"Invalid URL ({method} {rec.path})")
-        if op not in OPS:
-            raise invalid_url
+    def _dispatch(self, fake: FakeOpenAI, rec: Recorded, azure: bool, parse_error: _HTTPError | None) -> None:
+        op = rec.op
+        if op not in OPS or (op == "models") != (rec.method == "GET"):
+            raise _HTTPError(404, f"Invalid URL ({rec.method} {rec.path})")
         if azure and not rec.api_version:
             raise _HTTPError(404, "Resource not found", code="404")
-        if (op == "models") != (method == "GET") or method not in ("GET", "POST"):
-            raise invalid_url
         if not fake._authorized(rec.headers, azure):
-            raise _HTTPError(401, code="invalid_api_key")
+            raise _HTTPError(401)
         fault = fake._take_fault(op)
         if fault is not None:
             extra = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
@@ -594,47 +433,33 @@ class _Handler(BaseHTTPRequestHandler):
             raise parse_error
 
         if op == "models":
-            self._models(rest)
+            models = [{"id": mid, "object": "model", "created": 0, "owned_by": "fake"} for mid in MODELS]
+            self._send_json(200, {"object": "list", "data": models})
         elif op == "chat/completions":
             self._chat(fake, rec.json)
         elif op == "audio/transcriptions":
             self._transcription(fake, rec.form, rec.files, rec.t)
         elif op == "audio/speech":
             self._speech(fake, rec.json, rec.t)
-        elif op == "images/generations":
-            self._images(fake, rec.json)
+        else:
+            self._images(rec.json)
 
     # -- ops
-
-    def _models(self, rest: str) -> None:
-        def model(mid: str) -> dict[str, Any]:
-            return {"id": mid, "object": "model", "created": 0, "owned_by": "fake"}
-
-        if rest.startswith("models/"):
-            mid = unquote(rest[len("models/") :])
-            if mid not in MODELS:
-                raise _HTTPError(404, f"The model '{mid}' does not exist", param="model", code="model_not_found")
-            self._send_json(200, model(mid))
-            return
-        self._send_json(200, {"object": "list", "data": [model(mid) for mid in MODELS]})
 
     def _chat(self, fake: FakeOpenAI, req: dict[str, Any] | None) -> None:
         if req is None:
             raise _HTTPError(400, "Expected a JSON body")
         if not isinstance(req.get("messages"), list):
-            raise _HTTPError(
-                400, "Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter"
-            )
+            raise _missing("messages")
         if not req.get("model"):
-            raise _HTTPError(
-                400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter"
-            )
-        if req.get("stream_options") is not None and fake.reject_stream_options:
+            raise _missing("model")
+        if req.get("stream") is not True:
+            raise _unsupported("stream", req.get("stream"))  # the daemon always streams
+        opts = req.get("stream_options")
+        if opts is not None and fake.reject_stream_options:
             raise _HTTPError(400, "Unrecognized request argument supplied: stream_options")
+        include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
         reply = fake._next_chat_reply(req)
-        model = str(req["model"])
-        cid = "chatcmpl-" + secrets.token_hex(12)
-        created = int(time.time())
         calls = [
             (
                 f"call_{secrets.token_hex(12)}",
@@ -645,54 +470,21 @@ class _Handler(BaseHTTPRequestHandler):
         ]
         finish = reply.finish_reason or ("tool_calls" if calls else "stop")
         pieces = _words(reply.text)
-        usage = _usage(fake, req["messages"], pieces, calls)
-
-        if req.get("stream") is not True:
-            message: dict[str, Any] = {
-                "role": "assistant",
-                "content": reply.text if (reply.text or not calls) else None,
-                "refusal": None,
-                "annotations": [],
-            }
-            if calls:
-                message["tool_calls"] = [
-                    {"id": cid_, "type": "function", "function": {"name": name, "arguments": args}}
-                    for cid_, name, args in calls
-                ]
-            self._send_json(
-                200,
-                {
-                    "id": cid,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": model,
-                    "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-                    "usage": usage,
-                    "service_tier": "default",
-                    "system_fingerprint": "fp_fake",
-                },
-            )
-            return
-
-        opts = req.get("stream_options")
-        include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
+        head = {
+            "id": "chatcmpl-" + secrets.token_hex(12),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": str(req["model"]),
+            "service_tier": "default",
+            "system_fingerprint": "fp_fake",
+        }
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-            obj: dict[str, Any] = {
-                "id": cid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "service_tier": "default",
-                "system_fingerprint": "fp_fake",
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-            }
+            obj = {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
             if include_usage:
-                obj["usage"] = None
+                obj["usage"] = None  # every chunk but the last carries a null usage
             return obj
 
-        self._start_chunked("text/event-stream; charset=utf-8")
-        self._sse(chunk({"role": "assistant", "content": "" if pieces or not calls else None, "refusal": None}))
         first = True
 
         def pace() -> None:
@@ -702,147 +494,72 @@ class _Handler(BaseHTTPRequestHandler):
             if delay > 0:
                 time.sleep(delay)
 
+        self._start_chunked("text/event-stream; charset=utf-8")
+        self._sse(chunk({"role": "assistant", "content": "" if pieces or not calls else None, "refusal": None}))
         for count, piece in enumerate(pieces):
             if count == reply.cut_after:
-                self._chunk(b"", last=True)  # a clean end of the body, before the stream's own end
-                return
+                break
             pace()
             self._sse(chunk({"content": piece}))
         if reply.cut_after is not None:
-            self._chunk(b"", last=True)
+            self._chunk(b"", last=True)  # a clean end of the body, before the stream's own end
             return
         for index, (call_id, name, args) in enumerate(calls):
             pace()
+            function = {"name": name, "arguments": ""}
             self._sse(
-                chunk(
-                    {
-                        "tool_calls": [
-                            {
-                                "index": index,
-                                "id": call_id,
-                                "type": "function",
-                                "function": {"name": name, "arguments": ""},
-                            }
-                        ]
-                    }
-                )
+                chunk({"tool_calls": [{"index": index, "id": call_id, "type": "function", "function": function}]})
             )
             for fragment in _split3(args):
                 pace()
                 self._sse(chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}))
         self._sse(chunk({}, finish))
         if include_usage:
-            self._sse(
-                {
-                    "id": cid,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": model,
-                    "service_tier": "default",
-                    "system_fingerprint": "fp_fake",
-                    "choices": [],
-                    "usage": usage,
-                }
-            )
+            self._sse({**head, "choices": [], "usage": _usage(fake, req["messages"], pieces, calls)})
         self._chunk(b"data: [DONE]\n\n", last=True)
 
     def _transcription(
-        self,
-        fake: FakeOpenAI,
-        form: dict[str, str],
-        files: dict[str, tuple[str, bytes, str]],
-        arrived: float,
+        self, fake: FakeOpenAI, form: dict[str, str], files: dict[str, tuple[str, bytes, str]], arrived: float
     ) -> None:
         if "file" not in files:
-            raise _HTTPError(
-                400, "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
-            )
+            raise _missing("file")
         if not form.get("model"):
-            raise _HTTPError(400, "you must provide a model parameter", param="model")
-        audio = files["file"][1]
-        duration = _wav_duration(audio)
-        transcribe = fake.transcribe
-        text = transcribe(audio, dict(form)) if transcribe is not None else fake.transcript
+            raise _missing("model")
+        duration = _wav_duration(files["file"][1])
         fmt = form.get("response_format") or "json"
-        stream = form.get("stream", "").strip().lower() == "true"
-        if fmt not in ("json", "text", "verbose_json", "srt", "vtt"):
-            raise _HTTPError(
-                400, f"response_format '{fmt}' is not supported by the fake server", param="response_format"
-            )
-
+        if fmt not in ("json", "text", "verbose_json") or form.get("stream") == "true":
+            raise _unsupported("response_format", fmt)
         wait = arrived + fake.transcribe_delay_s - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-
-        if stream:
-            self._start_chunked("text/event-stream; charset=utf-8")
-            for piece in _words(text):
-                self._sse({"type": "transcript.text.delta", "delta": piece})
-            n_in = max(1, int(duration * 10))
-            n_out = len(_words(text))
-            self._sse(
-                {
-                    "type": "transcript.text.done",
-                    "text": text,
-                    "usage": {
-                        "type": "tokens",
-                        "input_tokens": n_in,
-                        "output_tokens": n_out,
-                        "total_tokens": n_in + n_out,
-                    },
-                },
-                last=True,
-            )
-            return
-
+        text = fake.transcript
         if fmt == "json":
             self._send_json(200, {"text": text})
         elif fmt == "verbose_json":
-            lang = form.get("language") or "en"
+            language = {"en": "english", "de": "german"}.get(form.get("language") or "en", form.get("language"))
             self._send_json(
                 200,
                 {
                     "task": "transcribe",
-                    "language": _LANGUAGES.get(lang, lang),
+                    "language": language,
                     "duration": round(duration, 3),
                     "text": text,
                     "segments": [],
                 },
             )
-        elif fmt == "text":
-            self._send_bytes(200, (text + "\n").encode(), "text/plain; charset=utf-8")
-        elif fmt == "srt":
-            srt = f"1\n{_timestamp(0, ',')} --> {_timestamp(duration, ',')}\n{text}\n\n"
-            self._send_bytes(200, srt.encode(), "text/plain; charset=utf-8")
         else:
-            vtt = f"WEBVTT\n\n{_timestamp(0, '.')} --> {_timestamp(duration, '.')}\n{text}\n\n"
-            self._send_bytes(200, vtt.encode(), "text/plain; charset=utf-8")
+            self._send_bytes(200, (text + "\n").encode(), "text/plain; charset=utf-8")
 
     def _speech(self, fake: FakeOpenAI, req: dict[str, Any] | None, arrived: float) -> None:
         if req is None:
             raise _HTTPError(400, "Expected a JSON body")
         text = req.get("input")
         if not isinstance(text, str) or not text.strip():
-            raise _HTTPError(
-                400, "Missing required parameter: 'input'.", param="input", code="missing_required_parameter"
-            )
+            raise _missing("input")
         if not req.get("model"):
-            raise _HTTPError(
-                400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter"
-            )
-        fmt = req.get("response_format") or "mp3"
-        if fmt not in ("pcm", "wav"):
-            raise _HTTPError(
-                400,
-                f"response_format '{fmt}' is unsupported in the fake server (use 'pcm' or 'wav')",
-                param="response_format",
-            )
-        if req.get("stream_format") not in (None, "audio"):
-            raise _HTTPError(
-                400,
-                f"stream_format '{req.get('stream_format')}' is unsupported in the fake server",
-                param="stream_format",
-            )
+            raise _missing("model")
+        if req.get("response_format") != "pcm":
+            raise _unsupported("response_format", req.get("response_format"))
         speed = req.get("speed")
         wpm = 175
         if isinstance(speed, (int, float)) and speed > 0:
@@ -851,36 +568,27 @@ class _Handler(BaseHTTPRequestHandler):
             pcm = synth_pcm(text, words_per_minute=wpm)
         except (OSError, subprocess.SubprocessError) as exc:
             raise _HTTPError(500, f"Speech synthesis failed in the fake server: {exc}") from None
-        payload = pcm if fmt == "pcm" else pcm_to_wav(pcm)
-        content_type = "audio/pcm" if fmt == "pcm" else "audio/wav"
-
         wait = arrived + fake.tts_first_byte_delay_s - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-        self._start_chunked(content_type)
-        for start in range(0, len(payload), TTS_CHUNK_BYTES):
-            if start and fake.tts_chunk_delay_s > 0:
-                time.sleep(fake.tts_chunk_delay_s)
+        self._start_chunked("audio/pcm")
+        for start in range(0, len(pcm), TTS_CHUNK_BYTES):
             end = start + TTS_CHUNK_BYTES
-            self._chunk(payload[start:end], last=end >= len(payload))
-        if not payload:
+            self._chunk(pcm[start:end], last=end >= len(pcm))
+        if not pcm:
             self._chunk(b"", last=True)
 
-    def _images(self, fake: FakeOpenAI, req: dict[str, Any] | None) -> None:
+    def _images(self, req: dict[str, Any] | None) -> None:
         if req is None:
             raise _HTTPError(400, "Expected a JSON body")
         prompt = req.get("prompt")
         if not isinstance(prompt, str) or not prompt:
-            raise _HTTPError(
-                400, "Missing required parameter: 'prompt'.", param="prompt", code="missing_required_parameter"
-            )
+            raise _missing("prompt")
+        if req.get("response_format") not in (None, "b64_json"):
+            raise _unsupported("response_format", req.get("response_format"))
         n = req.get("n")
+        item = {"b64_json": _PNG_B64, "revised_prompt": "A picture of " + prompt}
         count = n if isinstance(n, int) and n > 0 else 1
-        if req.get("response_format") == "url":
-            item: dict[str, Any] = {"url": f"{fake.url}/files/image.png"}
-        else:
-            item = {"b64_json": base64.b64encode(_PNG).decode("ascii")}
-        item["revised_prompt"] = "A picture of " + prompt
         self._send_json(200, {"created": int(time.time()), "data": [dict(item) for _ in range(count)]})
 
 
@@ -892,7 +600,7 @@ class FakeOpenAI:
 
     def __init__(self, api_key: str = "test-key", azure_ad_token: str = "test-ad-token") -> None:
         self._default_api_key = api_key
-        self._default_azure_ad_token = azure_ad_token
+        self.azure_ad_token = azure_ad_token
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._server: _Server | None = None
@@ -904,15 +612,13 @@ class FakeOpenAI:
 
     def _set_defaults(self) -> None:
         self.api_key: str = self._default_api_key
-        self.azure_ad_token: str = self._default_azure_ad_token
         self.transcript: str = ""
-        self.transcribe: Callable[[bytes, dict[str, str]], str] | None = None
-        self.chat_handler: Callable[[dict[str, Any]], ChatReply] | None = None
+        self.chat_handler: Callable[[dict[str, Any]], ChatReply] | None = None  # else script, else "OK."
+        # Pacing, used by tests of early speech and by bench/latency.py.
         self.first_token_delay_s: float = 0.0
         self.token_delay_s: float = 0.0
         self.transcribe_delay_s: float = 0.0
         self.tts_first_byte_delay_s: float = 0.0
-        self.tts_chunk_delay_s: float = 0.0  # extra: pause between streamed TTS chunks
         self.cached_tokens: int = 0  # reported as usage.prompt_tokens_details.cached_tokens
         self.reject_stream_options: bool = False  # answer 400 to stream_options, as Azure before 2024-08-01 did
 
@@ -941,7 +647,7 @@ class FakeOpenAI:
         server.shutdown()
         with server.conn_lock:
             conns = list(server.connections)
-        for sock in conns:  # end keep-alive connections so no handler outlives the server
+        for sock in conns:  # a daemon's pooled connection must see the outage too
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
         server.server_close()
@@ -1027,8 +733,7 @@ class FakeOpenAI:
             self._cond.notify_all()
 
     def _authorized(self, headers: dict[str, str], azure: bool) -> bool:
-        auth = headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
+        scheme, _, token = headers.get("authorization", "").partition(" ")
         bearer = token.strip() if scheme.lower() == "bearer" else None
         if not azure:
             return bearer is not None and bearer == self.api_key
@@ -1043,7 +748,7 @@ class FakeOpenAI:
             fault.times -= 1
             if fault.times <= 0:
                 queue.popleft()
-            return _Fault(fault.status, 1, fault.retry_after)
+            return fault
 
     def _next_chat_reply(self, req: dict[str, Any]) -> ChatReply:
         handler = self.chat_handler
@@ -1053,13 +758,3 @@ class FakeOpenAI:
             if self.script:
                 return self.script.pop(0)
         return ChatReply(text="OK.")
-
-
-if __name__ == "__main__":  # pragma: no cover - manual smoke run
-    with FakeOpenAI() as _srv:
-        print(_srv.base_url)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass

@@ -27,12 +27,13 @@ MICROPHONE_LINE = re.compile(
 
 BROKER_QUEUE = 200_000
 DROPPED = "$SYS/broker/publish/messages/dropped"
+UPTIME = "$SYS/broker/uptime"  # published first in every $SYS update
 
 
 def broker_config(queue: int = BROKER_QUEUE) -> list[str]:
     """mosquitto for a storm: a per-client queue that holds it (the default, 1000, makes the broker
     drop most of a storm for any client that reads slower than the publisher writes), no
-    per-message log, and its drop counter published every second."""
+    per-message log, and its $SYS counters published every second or two."""
     return [f"max_queued_messages {queue}", "log_dest none", "sys_interval 1"]
 
 
@@ -40,6 +41,18 @@ def broker_drops(recorder: MqttRecorder) -> int:
     """Messages the broker has dropped so far (its $SYS counter; the recorder must subscribe to DROPPED)."""
     last = recorder.last(DROPPED)
     return int(last.text) if last is not None else 0
+
+
+def wait_sys_update(recorder: MqttRecorder, timeout: float = 15) -> None:
+    """Until the broker's $SYS counters as of now have arrived (the recorder subscribes to UPTIME too).
+
+    Each $SYS update starts with the uptime and then publishes the counters that changed. The
+    first uptime seen from now on may come from an update made just before now, the second
+    cannot; the sync after it makes sure that update's counters were recorded too.
+    """
+    first = recorder.wait_for(UPTIME, since=time.monotonic(), timeout=timeout)
+    recorder.wait_for(UPTIME, lambda m: m.time > first.time, timeout=timeout)
+    recorder.sync()
 
 
 LATE_LINE = re.compile(r"microphone frames waited (\d+) ms for the loop")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grp
 import json
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -34,7 +35,9 @@ def test_version() -> None:
 def test_devices_lists_the_virtual_microphone(pulse: PulseAudio) -> None:
     result = run_cli(["devices"], daemon_env(pulse.env))
     assert result.returncode == 0, result.stderr
-    assert "pulse" in result.stdout or "default" in result.stdout
+    assert re.search(r"^ +\d+ pulse, ALSA \([1-9]\d* in", result.stdout, re.MULTILINE), result.stdout
+    # the default input (marked > or *) is ALSA's default, which Debian routes to PulseAudio's vmic
+    assert re.search(r"^[>*] +\d+ default, ALSA \([1-9]\d* in", result.stdout, re.MULTILINE), result.stdout
 
 
 def test_check_reports_every_part(tmp_path: Path, mqtt_broker: Broker, fake: FakeOpenAI, pulse: PulseAudio) -> None:

@@ -290,6 +290,7 @@ def test_last_will_says_offline_when_the_daemon_dies(
     fake: FakeOpenAI,
     mqtt_broker: Broker,
     mqtt: MqttRecorder,
+    make_mqtt: Callable[..., MqttRecorder],
     start_daemon: Callable[..., tuple[Daemon, str]],
 ) -> None:
     sections = base_sections(mqtt_broker.port, fake.url)
@@ -297,8 +298,11 @@ def test_last_will_says_offline_when_the_daemon_dies(
     daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
     daemon.process.kill()
     daemon.process.wait()
-    offline = mqtt.wait_for(f"{root}/status", predicate=lambda m: m.text == "offline", timeout=15)
-    assert offline.retain is False or offline.text == "offline"
+    mqtt.wait_for(f"{root}/status", predicate=lambda m: m.text == "offline", timeout=15)
+    late = make_mqtt([f"{root}/status"])  # Home Assistant (re)starting later must see it too: retained
+    late.sync()
+    status = late.last(f"{root}/status")
+    assert status is not None and (status.text, status.retain) == ("offline", True), status
     daemon.process.returncode = 0  # killed on purpose: the fixture's clean-exit check does not apply
 
 

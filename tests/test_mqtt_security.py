@@ -427,7 +427,7 @@ async def main():
     link = MqttLink(config.mqtt, config.topic_root, will=True)
     await link.start(timeout=5)
     print("connected", flush=True)
-    await asyncio.sleep(60)
+    await asyncio.sleep(60)  # stay connected until the test kills this process
 
 asyncio.run(main())
 """

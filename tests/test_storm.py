@@ -21,6 +21,7 @@ from daemon import ENTITIES, Daemon, base_sections, daemon_env, write_config
 from fake_openai import FakeOpenAI
 from storm import (
     DROPPED,
+    UPTIME,
     Asks,
     ask_during,
     broker_config,
@@ -29,6 +30,7 @@ from storm import (
     publish_configs,
     wait_answered,
     wait_for_entities,
+    wait_sys_update,
 )
 from support import Broker, MqttRecorder, PulseAudio
 
@@ -76,7 +78,7 @@ def test_discovery_storm_loses_no_audio_and_answers_every_ask(
     site = sections["device"]["site_id"]
     sections["device"]["state_dir"] = str(tmp_path / "state")
     root = f"assistant/{site}"
-    recorder = make_mqtt([f"{root}/event/#", f"{root}/state", DROPPED], broker=broker)  # not the storm
+    recorder = make_mqtt([f"{root}/event/#", f"{root}/state", DROPPED, UPTIME], broker=broker)  # not the storm
     config = write_config(tmp_path / "assistant.toml", sections, ENTITIES.format(ns=site))
     daemon = Daemon(config, daemon_env(pulse.env, OPENAI_API_KEY="test-key"), tmp_path / "daemon.log")
     try:
@@ -86,7 +88,7 @@ def test_discovery_storm_loses_no_audio_and_answers_every_ask(
         publisher.join()
         # Home Assistant restarted: the daemon subscribes again and gets every retained config at once.
         absorb(daemon, recorder, root, lambda: recorder.publish("homeassistant/status", "online"), "re-read")
-        time.sleep(1.5)  # the broker publishes its drop counter every second
+        wait_sys_update(recorder)  # the broker has published its drop counter as of now
         assert broker_drops(recorder) == 0, "the broker dropped messages: the storm was not what it should be"
     finally:
         assert daemon.stop() == 0, daemon.log()[-4000:]
