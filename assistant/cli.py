@@ -302,7 +302,7 @@ async def _check(config: Config, args: argparse.Namespace) -> int:
     from assistant.audio.devices import device_name, list_devices
     from assistant.audio.pcm import AudioError
     from assistant.config import find_config_file
-    from assistant.home.entities import Registry
+    from assistant.home.registry import Registry
     from assistant.link.client import MqttError, MqttLink
 
     ok = True

@@ -37,7 +37,8 @@ from assistant.agent.conversation import Agent
 from assistant.agent.tools import HomeTools
 from assistant.config import AgentConfig, DeviceConfig, HomeAssistantConfig
 from assistant.home.budget import estimate_tokens
-from assistant.home.entities import Command, Entity, Registry
+from assistant.home.entities import Command, Entity
+from assistant.home.registry import Registry
 
 SIZES = (10, 100, 1000, 5000)
 AREAS = [

@@ -27,7 +27,8 @@ from assistant.home.budget import (
     cap_value,
     estimate_tokens,
 )
-from assistant.home.entities import Command, Entity, Registry
+from assistant.home.entities import Command, Entity
+from assistant.home.registry import Registry
 from assistant.link.delivery import Delivery
 
 # --------------------------------------------------------------------------- caps

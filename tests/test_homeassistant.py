@@ -12,7 +12,8 @@ from assistant.agent.tools import HomeTools
 from assistant.config import EntityConfig, HomeAssistantConfig
 from assistant.home.bridge import ServiceBridge
 from assistant.home.commands import ServiceCall, mqtt_commands, service_call
-from assistant.home.entities import Command, CommandError, Entity, Registry
+from assistant.home.entities import Command, CommandError, Entity
+from assistant.home.registry import Registry
 from assistant.link.delivery import Delivery
 
 

@@ -14,7 +14,8 @@ import pytest
 from assistant.config import EntityConfig, HomeAssistantConfig
 from assistant.fastpath import FastMatch, FastPath, resolve_language
 from assistant.fastpath.language import load_language
-from assistant.home.entities import Entity, Registry
+from assistant.home.entities import Entity
+from assistant.home.registry import Registry
 
 HIDDEN = ("light.garage", "cover.gate", "switch.server")  # declared but not exposed
 
@@ -317,7 +318,7 @@ MEASURE_RSS = """
 import json, sys, time
 from pathlib import Path
 from assistant.config import EntityConfig, HomeAssistantConfig
-from assistant.home.entities import Registry
+from assistant.home.registry import Registry
 from assistant.fastpath import FastPath
 
 def status(key):

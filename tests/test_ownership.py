@@ -12,8 +12,9 @@ import pytest
 
 from assistant.agent.tools import HomeTools
 from assistant.config import EntityConfig, HomeAssistantConfig
-from assistant.home.entities import Command, CommandError, Entity, Registry
+from assistant.home.entities import Command, CommandError, Entity
 from assistant.home.ownership import Claims
+from assistant.home.registry import Registry
 from assistant.link.delivery import Delivery
 
 LOCK_TOPIC = "z2m/Front door/set"

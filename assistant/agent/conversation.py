@@ -35,7 +35,8 @@ from assistant.config import (
 )
 from assistant.home.budget import estimate_tokens
 from assistant.home.commands import ACTIONS
-from assistant.home.entities import Entity, Registry
+from assistant.home.entities import Entity
+from assistant.home.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from typing import Any, overload
 import jinja2
 
 from assistant.config import ConfigError, DeviceConfig
-from assistant.home.entities import Entity, Registry
+from assistant.home.entities import Entity
+from assistant.home.registry import Registry
 from assistant.home.templating import strict_environment
 
 UNKNOWN = "unknown"

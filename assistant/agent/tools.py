@@ -21,7 +21,8 @@ from assistant.agent.schema import SchemaError, check_schema, validate
 from assistant.home.bridge import BridgeOutcome, ServiceBridge
 from assistant.home.budget import cap_text
 from assistant.home.commands import ACTIONS, mqtt_commands, service_call
-from assistant.home.entities import Command, CommandError, Entity, Registry
+from assistant.home.entities import Command, CommandError, Entity
+from assistant.home.registry import Registry
 from assistant.link.delivery import Delivery, Settlement
 
 log = logging.getLogger(__name__)

@@ -46,8 +46,9 @@ from assistant.daemon.state import Event, State, StateMachine
 from assistant.daemon.store import Store
 from assistant.fastpath import FastMatch, FastPath
 from assistant.home.bridge import ServiceBridge
-from assistant.home.entities import Command, Registry
+from assistant.home.entities import Command
 from assistant.home.house import House
+from assistant.home.registry import Registry
 from assistant.link.client import Message, MqttLink
 from assistant.link.delivery import Delivery
 from assistant.voice.sentences import SentenceSplitter

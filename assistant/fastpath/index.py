@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from assistant.home.entities import Entity, Registry
+from assistant.home.entities import Entity
+from assistant.home.registry import Registry
 
 if TYPE_CHECKING:
     from hassil import SlotList

@@ -17,7 +17,7 @@ from assistant.fastpath.index import Index, area_key, build_index, device_class
 from assistant.fastpath.language import Language, load_language, resolve_language, words
 from assistant.fastpath.mapping import INTENT_DOMAINS, Call, Plan, step
 from assistant.fastpath.phrases import speech
-from assistant.home.entities import Registry
+from assistant.home.registry import Registry
 
 if TYPE_CHECKING:
     from hassil import RecognizeResult

@@ -16,8 +16,9 @@ from assistant.config import Config
 from assistant.home.announce import discovery_payload, discovery_topic
 from assistant.home.bridge import ServiceBridge
 from assistant.home.discovery import DiscoveryError, discovery_topics, parse_discovery
-from assistant.home.entities import Entity, Registry
+from assistant.home.entities import Entity
 from assistant.home.ownership import Conflict
+from assistant.home.registry import Registry
 from assistant.link.client import Message, MqttLink
 
 log = logging.getLogger(__name__)
