@@ -156,6 +156,7 @@ async def _handle_messages(assistant: Assistant, marker: str, echoes: asyncio.Qu
     while True:
         message = await assistant.link.messages.get()
         if message.topic == marker:
+            assistant.house.flush()  # configs read in the same batch as the marker subscribe now
             echoes.put_nowait(message.payload)
             continue
         try:

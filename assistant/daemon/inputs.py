@@ -53,7 +53,9 @@ class Inputs:
         turns: Turns,
         images: ImagePublisher | None,
         set_muted: Callable[[bool], None],
+        also_first: set[str],
     ) -> None:
+        """`also_first`: more topics read ahead of house traffic (the service bridge's results)."""
         self.link = link
         self.root = root
         self.claims_topic = claims_topic
@@ -66,6 +68,8 @@ class Inputs:
         self.set_muted = set_muted
         self.topics = [f"{root}/{name}" for name in INPUTS]
         self.requests = set(self.topics)
+        # Requests go ahead of house traffic (see assistant.link.inbox).
+        link.messages.is_request = {*self.requests, claims_topic, *also_first}.__contains__
         self.background: set[asyncio.Task[Any]] = set()
         self._lost_reported = 0
 

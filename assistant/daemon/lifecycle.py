@@ -13,6 +13,7 @@ from assistant.agent.providers import CredentialError, resolve, stages_in_use, v
 from assistant.config import Config, ConfigError, load_config
 from assistant.daemon import systemd
 from assistant.daemon.events import Events
+from assistant.link.client import MqttLink
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,15 @@ async def verify_credentials(
                     await stopping.wait()
             backoff = min(backoff * 2, 60.0)
     return "stopped" if stopping.is_set() else "verified"
+
+
+async def until_connected_or_stopped(link: MqttLink, stopping: asyncio.Event) -> bool:
+    """Wait for the broker, but give way to SIGTERM: True once connected."""
+    waits = [asyncio.create_task(link.connected.wait()), asyncio.create_task(stopping.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
+    return link.connected.is_set() and not stopping.is_set()
 
 
 async def watchdog(interval_s: float) -> None:

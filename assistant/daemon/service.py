@@ -31,7 +31,13 @@ from assistant.config import Config
 from assistant.daemon import systemd
 from assistant.daemon.events import Events
 from assistant.daemon.inputs import Inputs
-from assistant.daemon.lifecycle import EXIT_CREDENTIALS, reload_config, verify_credentials, watchdog
+from assistant.daemon.lifecycle import (
+    EXIT_CREDENTIALS,
+    reload_config,
+    until_connected_or_stopped,
+    verify_credentials,
+    watchdog,
+)
 from assistant.daemon.listening import ListenerHost
 from assistant.daemon.speech import Speech
 from assistant.daemon.state import Event, State, StateMachine
@@ -125,23 +131,14 @@ class Assistant:
             turns=self.turns,
             images=self.images,
             set_muted=self.set_muted,
+            also_first={self.bridge.result_topic} if self.bridge is not None else set(),
         )
-        # Requests go ahead of house traffic (see assistant.link.inbox).
-        priority = {*self.inputs.requests, self.events.claims_topic}
-        if self.bridge is not None:
-            priority.add(self.bridge.result_topic)
-        self.link.messages.is_request = priority.__contains__
         self.exit_code = 0
         self.config_path = config_path
         self.next_config: Config | None = None  # set by a valid SIGHUP reload
         self.kept_link: MqttLink | None = None  # after a reload: the connection the next instance takes over
 
     # --- outputs -------------------------------------------------------------
-
-    @property
-    def muted(self) -> bool:
-        """Whether the microphone is muted (kept across restarts)."""
-        return self.machine.muted
 
     def _state_changed(self, state: State) -> None:
         """The state machine moved: publish `<root>/state` (retained) and tell systemd."""
@@ -158,7 +155,7 @@ class Assistant:
         """After every (re)connect: our retained outputs and discovery, again."""
         if self.state_published:
             self.link.publish(f"{self.root}/state", self.machine.state, retain=True)
-        self.link.publish(f"{self.root}/mute", "ON" if self.muted else "OFF", retain=True)
+        self.link.publish(f"{self.root}/mute", "ON" if self.machine.muted else "OFF", retain=True)
         self.house.announce()
 
     def set_muted(self, muted: bool) -> None:
@@ -236,14 +233,6 @@ class Assistant:
         self.next_config = None
         self.stopping.set()
 
-    async def until_connected_or_stopped(self) -> bool:
-        """Wait for the broker, but give way to SIGTERM: True once connected."""
-        waits = [asyncio.create_task(self.link.connected.wait()), asyncio.create_task(self.stopping.wait())]
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for wait in waits:
-            wait.cancel()
-        return self.link.connected.is_set() and not self.stopping.is_set()
-
     async def run(self, audio: bool = True) -> int:
         """Run until SIGTERM / SIGINT (or a SIGHUP reload); READY once the broker and audio are up."""
         loop = asyncio.get_running_loop()
@@ -261,7 +250,7 @@ class Assistant:
         else:
             log.info("connecting to the broker at %s:%d", self.config.mqtt.host, self.config.mqtt.port)
             await self.link.start(timeout=None)
-        if not await self.until_connected_or_stopped():
+        if not await until_connected_or_stopped(self.link, self.stopping):
             self.link.stop()
             return self.exit_code
         coroutines: list[Coroutine[Any, Any, None]] = [self.inputs.dispatch(), self.turns.worker()]
