@@ -22,7 +22,8 @@ from assistant.config import Config, ConfigError, load_config
 from assistant.link.client import MqttError, MqttLink
 
 if TYPE_CHECKING:  # the service pulls in sounddevice, which `--help` and config errors need not
-    from assistant.daemon.service import Assistant, Turn
+    from assistant.daemon.service import Assistant
+    from assistant.daemon.turns import Turn
 
 log = logging.getLogger("assistant")
 
@@ -103,23 +104,24 @@ async def _run(config: Config, args: argparse.Namespace) -> int:
     link: MqttLink | None = None
     while True:
         assistant = Assistant(config, config_path=path, link=link)
-        assistant.take_over(carried)
+        assistant.turns.take_over(carried)
         code = await assistant.run()
         if assistant.next_config is None:
             return code
         # SIGHUP with a valid config: start again with it; requests not yet answered (and the
         # broker connection, when [mqtt] is unchanged) go along.
-        carried, link = assistant.unfinished_turns(), assistant.kept_link
+        carried, link = assistant.turns.unfinished_turns(), assistant.kept_link
         config = assistant.next_config
 
 
 async def _ask(config: Config, args: argparse.Namespace) -> int:
     from assistant.daemon.payloads import new_id
-    from assistant.daemon.service import APOLOGY, Assistant, describe_reply
+    from assistant.daemon.service import Assistant, describe_reply
+    from assistant.daemon.turns import APOLOGY
 
     assistant = Assistant(config, daemon=False)
     async with _house_for_turn(assistant):
-        reply = await assistant.answer(" ".join(args.text), new_id(), None, speak=args.speak)
+        reply = await assistant.turns.answer(" ".join(args.text), new_id(), None, speak=args.speak)
     print(describe_reply(reply))
     return EXIT_FAILURE if reply.text == APOLOGY else 0
 
@@ -154,10 +156,11 @@ async def _handle_messages(assistant: Assistant, marker: str, echoes: asyncio.Qu
     while True:
         message = await assistant.link.messages.get()
         if message.topic == marker:
+            assistant.house.flush()  # configs read in the same batch as the marker subscribe now
             echoes.put_nowait(message.payload)
             continue
         try:
-            assistant.on_message(message)
+            assistant.inputs.on_message(message)
             if assistant.link.messages.empty():
                 assistant.house.flush()  # subscribe to the state topics that discovery taught us
         except Exception:  # one bad message must not end the turn's reader
@@ -208,7 +211,8 @@ async def _listen(config: Config, args: argparse.Namespace) -> int:
     from assistant.audio.devices import Microphone, SoundCard
     from assistant.audio.pcm import AudioError, read_wav
     from assistant.audio.vad import Segmenter, Utterance, webrtc_classifier
-    from assistant.daemon.service import Assistant, VoiceTurn, describe_reply
+    from assistant.daemon.service import Assistant, describe_reply
+    from assistant.daemon.turns import VoiceTurn
 
     rate = config.audio.sample_rate
     segmenter = Segmenter(config.vad, webrtc_classifier(config.vad.aggressiveness, rate), rate, config.audio.frame_ms)
@@ -251,7 +255,7 @@ async def _listen(config: Config, args: argparse.Namespace) -> int:
         audio = utterance.audio
     assistant = Assistant(config, daemon=False)
     async with _house_for_turn(assistant):
-        text, reply = await assistant.voice_turn(VoiceTurn(audio, rate))
+        text, reply = await assistant.turns.voice_turn(VoiceTurn(audio, rate))
     print(f"heard: {text}")
     if reply is not None:
         print(describe_reply(reply))

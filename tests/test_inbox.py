@@ -14,7 +14,7 @@ from daemon import base_sections
 from fake_openai import FakeOpenAI
 from support import Broker, MqttRecorder
 
-from assistant.daemon.service import request_id_of
+from assistant.daemon.inputs import request_id_of
 from assistant.link.inbox import Inbox, Message
 
 

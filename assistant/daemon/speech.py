@@ -1,0 +1,115 @@
+"""The voice output: replies sentence by sentence, and the wake / done chimes.
+
+Everything the device says goes through the one `SoundCard`, so chimes and replies play
+in order on a device that allows one output stream. While it sounds, and for a short tail
+after (the room still rings), the microphone is not taken as a request: `mic_open_at` is
+when the listener may hear again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import openai
+
+from assistant.audio.devices import SoundCard
+from assistant.daemon.events import Events
+from assistant.daemon.state import Event, StateMachine
+from assistant.voice.sentences import SentenceSplitter
+from assistant.voice.tts import TtsError, Voice
+
+log = logging.getLogger(__name__)
+
+ECHO_TAIL_S = 0.25  # ignore the microphone briefly after speaking: the room still rings
+TONE_RATE = 16000
+
+
+def _tone(frequencies: tuple[float, ...], seconds: float = 0.09) -> bytes:
+    """A soft two-note chime (fade in/out so it does not click)."""
+    t = np.arange(int(TONE_RATE * seconds)) / TONE_RATE
+    envelope = np.minimum(1.0, np.minimum(t, seconds - t) / 0.01)
+    notes = [np.sin(2 * np.pi * f * t) * envelope for f in frequencies]
+    return bytes((np.concatenate(notes) * 6000).astype(np.int16).tobytes())
+
+
+TONES = {"wake": _tone((660.0, 880.0)), "done": _tone((880.0, 660.0))}
+
+
+class Speech:
+    """Speaks text through the voice and the sound card; the state machine hears when it starts."""
+
+    def __init__(self, voice: Voice | None, card: SoundCard, machine: StateMachine, events: Events) -> None:
+        self.voice = voice
+        self.card = card
+        self.machine = machine
+        self.events = events
+        self.stop_speaking = asyncio.Event()  # set: the reply under way stops (barge-in, cancel)
+        self.mic_open_at = 0.0  # time.monotonic() before which the microphone hears our own sound
+        self.background: set[asyncio.Task[Any]] = set()
+
+    async def speak(self, text: str, request_id: str | None) -> None:
+        """Speak a whole text (say, apologies)."""
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        splitter = SentenceSplitter()
+        for piece in [*splitter.feed(text), *splitter.flush(), None]:
+            pieces.put_nowait(piece)
+        await self.speak_pieces(pieces, request_id)
+
+    async def speak_pieces(self, pieces: asyncio.Queue[str | None], request_id: str | None) -> None:
+        """Speak pieces of text as they come, through one output stream, until None.
+
+        The next piece is synthesized while the current one plays, so sentences follow
+        each other without a gap. Failures are reported, never fatal.
+        """
+        voice = self.voice
+        if voice is not None:
+            self.card.warm(voice.sample_rate)  # the stream opens while the first sentence is requested
+        first = await pieces.get()
+        if voice is None or first is None:
+            return
+        self.machine.handle(Event.SPEAK)
+        self.stop_speaking.clear()
+        audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        async def synthesize() -> None:
+            piece: str | None = first
+            try:
+                while piece is not None:
+                    async for chunk in voice.synthesize(piece):
+                        audio.put_nowait(chunk)
+                    piece = await pieces.get()
+            finally:
+                audio.put_nowait(None)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while (chunk := await audio.get()) is not None:
+                yield chunk
+            await producer  # re-raise a synthesis error here
+
+        producer = asyncio.create_task(synthesize())
+        try:
+            await self.card.play(chunks(), lambda: voice.sample_rate, self.stop_speaking)
+        except (openai.APIError, TtsError, OSError) as error:
+            self.events.error(request_id, "tts_error", f"{type(error).__name__}: {error}")
+        except Exception as error:
+            self.events.error(request_id, "audio_error", f"{type(error).__name__}: {error}")
+        finally:
+            producer.cancel()
+            self.mic_open_at = time.monotonic() + ECHO_TAIL_S
+
+    def chime(self, name: str) -> None:
+        """A short wake / done tone; the listener ignores the microphone while it plays."""
+        tone = TONES[name]
+        self.mic_open_at = max(self.mic_open_at, time.monotonic() + len(tone) / 2 / TONE_RATE + ECHO_TAIL_S)
+
+        async def one_chunk() -> AsyncIterator[bytes]:
+            yield tone
+
+        task = asyncio.create_task(self.card.play(one_chunk(), lambda: TONE_RATE))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
