@@ -180,9 +180,15 @@ def test_the_wake_word_works_while_a_text_request_is_answered(
         pulse.play_into_mic(wake_then(tmp_path, REQUEST), wait=False)
         mqtt.wait_for(f"{root}/event/wake", predicate=lambda m: m.time > since, timeout=20)
         mqtt.wait_for(f"{root}/state", predicate=lambda m: m.text == "listening" and m.time > since, timeout=5)
+        # the spoken request waits behind the text one (one turn at a time): the state says so
+        transcribing = mqtt.wait_for(
+            f"{root}/state", predicate=lambda m: m.text == "transcribing" and m.time > since, timeout=20
+        )
     finally:
-        release.set()  # the spoken request is handled after the text one (one turn at a time)
-    mqtt.wait_for(f"{root}/event/transcript", predicate=lambda m: m.time > since, timeout=20)
+        release.set()
+    transcript = mqtt.wait_for(f"{root}/event/transcript", predicate=lambda m: m.time > since, timeout=20)
+    states = [m.text for m in mqtt.messages(f"{root}/state") if transcribing.time <= m.time <= transcript.time]
+    assert "idle" not in states, states  # the text request's end did not rest the device
     assert (
         mqtt.wait_for(f"{root}/event/reply", predicate=lambda m: m.json()["id"] == "text-1").json()["text"] == "Sunny."
     )

@@ -203,8 +203,10 @@ class Turns:
     async def handle(self, turn: Turn) -> None:
         """Run one turn of any kind; the state machine hears that it is done, however it ends.
 
-        A text request that will not be spoken leaves the state alone: the device is free.
+        A text request that will not be spoken leaves the state alone, at its start and at its
+        end: the device is free meanwhile (a spoken request may even be waiting behind it).
         """
+        silent = not isinstance(turn, VoiceTurn | SayTurn) and not turn.speak
         try:
             if isinstance(turn, VoiceTurn):
                 await self.voice_turn(turn)
@@ -216,7 +218,8 @@ class Turns:
                     self.machine.handle(Event.START)
                 await self.answer(turn.text, turn.id, turn.conversation_id, turn.speak)
         finally:
-            self.machine.handle(Event.DONE)
+            if not silent:
+                self.machine.handle(Event.DONE)
 
     # --- the queue -------------------------------------------------------------
 
