@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -93,7 +94,7 @@ class SoundCard:
 
     def warm(self, sample_rate: int) -> None:
         """Open the output stream now (while a reply is being requested), if it is not open."""
-        self._thread.submit(self._open_output, sample_rate)
+        self.later(functools.partial(self._open_output, sample_rate))
 
     async def play(
         self, chunks: AsyncIterator[bytes], sample_rate: Callable[[], int], stop: asyncio.Event | None = None
@@ -141,6 +142,11 @@ class SoundCard:
         """Let PortAudio find devices again, once no sound is playing (`before` runs first)."""
         async with self._lock():
             await self.call(self._rescan, before)
+
+    def later(self, function: Callable[[], None]) -> None:
+        """Queue a PortAudio call on the audio thread without waiting (nothing, once closed)."""
+        with contextlib.suppress(RuntimeError):  # the thread has already shut down
+            self._thread.submit(function)
 
     def close(self) -> None:
         """Close the output stream and let the audio thread end."""
@@ -235,7 +241,6 @@ class Microphone:
         self.frame_bytes = sample_rate * frame_ms // 1000 * 2
         self.gain = gain
         self.stall_s = stall_s
-        self.last_frame_at = time.monotonic()
         self.captured = 0  # frames captured (cumulative over reopens)
         self.dropped = 0
         self.overruns = 0
@@ -288,7 +293,6 @@ class Microphone:
         return resampler
 
     def _put(self, block: bytes) -> None:
-        self.last_frame_at = time.monotonic()
         if self._resampler is not None:
             block = self._resampler.process(block)
         self._pending += apply_gain(block, self.gain)
@@ -316,8 +320,7 @@ class Microphone:
         """Stop and release the device (on the audio thread, after whatever is queued there);
         log what was captured and lost so far."""
         self._open_ok = False
-        with contextlib.suppress(RuntimeError):  # the sound card has already shut down
-            self.card._thread.submit(self._close_live)
+        self.card.later(self._close_live)
         self._closed_for_now()
 
     def _closed_for_now(self) -> None:
@@ -346,7 +349,7 @@ class Microphone:
                     self._pending.clear()
                     self._resampler = await self.card.call(self._open, loop)
                     self._open_ok = True
-                    self.last_frame_at = self._opened_at = time.monotonic()
+                    self._opened_at = time.monotonic()
                     backoff = 0.5
                     log.info("microphone open (%s)", self.device if self.device is not None else "default")
                 except (sd.PortAudioError, AudioError, ValueError) as error:
