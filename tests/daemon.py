@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -131,3 +132,34 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subpro
         timeout=timeout,
         check=False,
     )
+
+
+def wait_log(daemon: Daemon, pattern: str, timeout: float = 15, after: int = 0) -> re.Match[str]:
+    """Wait until the daemon's log (from character `after` on) matches `pattern`."""
+    regex = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    while True:
+        found = regex.search(daemon.log(), after)
+        if found is not None:
+            return found
+        if daemon.process.poll() is not None or time.monotonic() >= deadline:
+            raise AssertionError(
+                f"daemon log has no {pattern!r} within {timeout}s (exit code {daemon.process.poll()}):\n"
+                + daemon.log()[-4000:]
+            )
+        time.sleep(0.1)
+
+
+NO_MICROPHONE_ALSA = """
+defaults.pcm.card 0
+defaults.pcm.device 0
+defaults.ctl.card 0
+pcm.!default { type asym playback.pcm { type null } }
+"""
+
+
+def no_microphone_alsa(directory: Path) -> dict[str, str]:
+    """The environment of a machine with a speaker and no microphone (ALSA_CONFIG_PATH)."""
+    path = directory / "alsa-no-microphone.conf"
+    path.write_text(NO_MICROPHONE_ALSA)
+    return {"ALSA_CONFIG_PATH": str(path)}

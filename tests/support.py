@@ -162,6 +162,18 @@ class Broker:
         self.stop()
 
 
+def wait_for_log(broker: Broker, pattern: str, timeout: float = 5.0) -> str:
+    """The broker log once it matches `pattern` (regex, case-insensitive)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = broker.log()
+        if re.search(pattern, log, re.IGNORECASE):
+            return log
+        if time.monotonic() > deadline:
+            raise AssertionError(f"broker log never matched {pattern!r}:\n{log[-3000:]}")
+        time.sleep(0.05)
+
+
 _broker_counter = itertools.count(1)
 
 

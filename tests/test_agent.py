@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon import ENTITIES, Daemon, base_sections, daemon_env, run_cli, write_config
+from daemon import ENTITIES, Daemon, base_sections, daemon_env, run_cli, wait_log, write_config
 from fake_openai import ChatReply, FakeOpenAI
 from support import Broker, MqttRecorder, PulseAudio, SpeechFactory
 
@@ -390,10 +390,7 @@ def test_unreachable_api_is_retried_until_it_answers(
     root = f"assistant/{sections['device']['site_id']}"
     daemon = Daemon(write(tmp_path, sections), daemon_env(pulse.env, OPENAI_API_KEY="test-key"), tmp_path / "d.log")
     try:
-        deadline = time.monotonic() + 30  # however long a loaded machine takes to start the daemon
-        while "not reachable" not in daemon.log():
-            assert daemon.process.poll() is None and time.monotonic() < deadline, daemon.log()[-3000:]
-            time.sleep(0.05)
+        wait_log(daemon, "not reachable", timeout=30)  # however long a loaded machine takes to start it
         mqtt.sync()
         assert mqtt.messages(f"{root}/state") == []  # not ready: nothing announced
         port = int(url.rsplit(":", 1)[1])

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from daemon import ENTITIES, base_sections, daemon_env, run_cli, write_config
+from daemon import ENTITIES, base_sections, daemon_env, no_microphone_alsa, run_cli, write_config
 from fake_openai import ChatReply, FakeOpenAI
 from ha_standin import BridgeStandIn, Entity
 from support import Broker, MqttRecorder, PulseAudio, SpeakerRecorder, SpeechFactory, correlate, free_port, read_wav
@@ -52,21 +52,11 @@ def test_check_reports_every_part(tmp_path: Path, mqtt_broker: Broker, fake: Fak
     assert "test-key" not in out + result.stderr
 
 
-NO_MICROPHONE_ALSA = """
-defaults.pcm.card 0
-defaults.pcm.device 0
-defaults.ctl.card 0
-pcm.!default { type asym playback.pcm { type null } }
-"""
-
-
 def test_check_says_when_there_is_no_microphone(
     tmp_path: Path, mqtt_broker: Broker, fake: FakeOpenAI, pulse: PulseAudio
 ) -> None:
     """A Pi with a speaker and no microphone: a failure when the wake mode needs one, a note when not."""
-    alsa = tmp_path / "alsa.conf"
-    alsa.write_text(NO_MICROPHONE_ALSA)
-    env = daemon_env(pulse.env, OPENAI_API_KEY="test-key", ALSA_CONFIG_PATH=str(alsa))
+    env = daemon_env(pulse.env, OPENAI_API_KEY="test-key", **no_microphone_alsa(tmp_path))
     config, _ns = config_for(tmp_path, mqtt_broker.port, fake)
     result = run_cli(["check", "--config", str(config)], env)
     assert result.returncode == 1, result.stdout + result.stderr

@@ -26,12 +26,21 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from daemon import ENTITIES, Daemon, base_sections, daemon_env, write_config
+from daemon import ENTITIES, Daemon, base_sections, daemon_env, wait_log, write_config
 from fake_openai import ChatReply, FakeOpenAI
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
-from support import Broker, MqttMessage, MqttRecorder, PulseAudio, SpeakerRecorder, SpeechFactory, require_program
+from support import (
+    Broker,
+    MqttMessage,
+    MqttRecorder,
+    PulseAudio,
+    SpeakerRecorder,
+    SpeechFactory,
+    pcm_to_array,
+    require_program,
+)
 
 Launch = Callable[..., tuple[Daemon, str]]
 MakeBroker = Callable[..., Broker]
@@ -95,22 +104,6 @@ def error_for(recorder: MqttRecorder, root: str, request_id: str, timeout: float
         f"{root}/event/error", predicate=lambda m: m.json().get("id") == request_id, timeout=timeout
     )
     return dict(found.json())
-
-
-def wait_log(daemon: Daemon, pattern: str, timeout: float = 15, after: int = 0) -> re.Match[str]:
-    """Wait until the daemon's log (from character `after` on) matches `pattern`."""
-    regex = re.compile(pattern)
-    deadline = time.monotonic() + timeout
-    while True:
-        found = regex.search(daemon.log(), after)
-        if found is not None:
-            return found
-        if daemon.process.poll() is not None or time.monotonic() >= deadline:
-            raise AssertionError(
-                f"daemon log has no {pattern!r} within {timeout}s (exit code {daemon.process.poll()}):\n"
-                + daemon.log()[-4000:]
-            )
-        time.sleep(0.1)
 
 
 @contextlib.contextmanager
@@ -780,7 +773,7 @@ def test_microphone_stalls_while_a_long_reply_plays(
 
     sections = base_sections(mqtt_broker.port, fake.url)
     daemon, root = start_daemon(sections, OPENAI_API_KEY=KEY)
-    reference = voiced_seconds(np_frombuffer(synth_pcm(LONG_REPLY, words_per_minute=175)), TTS_SAMPLE_RATE)
+    reference = voiced_seconds(pcm_to_array(synth_pcm(LONG_REPLY, words_per_minute=175)), TTS_SAMPLE_RATE)
     for trial in range(4):
         mark = len(daemon.log())
         since = time.monotonic()
@@ -801,12 +794,6 @@ def test_microphone_stalls_while_a_long_reply_plays(
         assert not mqtt.messages(f"{root}/event/error", predicate=lambda m, rid=request_id: m.json().get("id") == rid)
     assert_alive(daemon)
     assert daemon.stop() == 0, daemon.log()[-3000:]
-
-
-def np_frombuffer(pcm: bytes) -> Any:
-    import numpy as np
-
-    return np.frombuffer(pcm, dtype=np.int16)
 
 
 # --------------------------------------------------------------------------- 7. secrets

@@ -4,14 +4,13 @@ topics, its own discovery device, mute, and several sites on one broker."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 from daemon import Daemon, base_sections
 from fake_openai import ChatReply, FakeOpenAI
 from ha_standin import BridgeStandIn, Entity
-from support import Broker, MqttRecorder, PulseAudio, SpeechFactory
+from support import Broker, MqttRecorder, PulseAudio, SpeechFactory, wait_for_log
 
 StartDaemon = Callable[..., tuple[Daemon, str]]
 MakeMqtt = Callable[..., MqttRecorder]
@@ -115,10 +114,7 @@ def test_device_discovery_and_statestream_states(
     mqtt.publish(f"{stream}/climate/living_room/temperature", "20.5", retain=True)
     _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
     # the state topic of a just-learned entity is subscribed after it is learned: the broker says when
-    deadline = time.monotonic() + 15
-    while "\tstudy/blind/temp (QoS" not in mqtt_broker.log():
-        assert time.monotonic() < deadline, mqtt_broker.log()[-2000:]
-        time.sleep(0.05)
+    wait_for_log(mqtt_broker, r"\tstudy/blind/temp \(QoS", timeout=15)
 
     fake.script = [
         ChatReply(

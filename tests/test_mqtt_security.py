@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import REPO_ROOT, Broker, MqttRecorder, free_port, require_program, stop_process
+from support import REPO_ROOT, Broker, MqttRecorder, free_port, require_program, stop_process, wait_for_log
 
 from assistant.config import MqttConfig, parse_config
 from assistant.link.client import MqttError, MqttLink
@@ -176,18 +176,6 @@ def new_root() -> str:
 
 def mqtt_config(broker: Broker, **fields: Any) -> MqttConfig:
     return MqttConfig.model_validate({"host": broker.host, "port": broker.port, **fields})
-
-
-def wait_for_log(broker: Broker, pattern: str, timeout: float = 5.0) -> str:
-    """The broker log once it matches `pattern` (regex, case-insensitive)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        log = broker.log()
-        if re.search(pattern, log, re.IGNORECASE):
-            return log
-        if time.monotonic() > deadline:
-            raise AssertionError(f"broker log never matched {pattern!r}:\n{log[-3000:]}")
-        time.sleep(0.05)
 
 
 async def round_trip(config: MqttConfig, recorder: MqttRecorder, root: str) -> None:

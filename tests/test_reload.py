@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import signal
 import socket
 import threading
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon import Daemon, base_sections
+from daemon import Daemon, base_sections, wait_log
 from fake_openai import ChatReply, FakeOpenAI
 from support import Broker, MqttRecorder
 
@@ -53,15 +52,6 @@ def held(fake: FakeOpenAI) -> Iterator[HeldChat]:
     fake.chat_handler = chat
     yield chat
     chat.release()  # never leave a server thread waiting
-
-
-def wait_log(daemon: Daemon, pattern: str, timeout: float = 15) -> None:
-    """Until the daemon's log matches `pattern`."""
-    deadline = time.monotonic() + timeout
-    while not re.search(pattern, daemon.log()):
-        if daemon.process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"no {pattern!r} in the daemon log:\n{daemon.log()[-4000:]}")
-        time.sleep(0.05)
 
 
 def ask(mqtt: MqttRecorder, root: str, text: str, request_id: str) -> None:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from daemon import ROOT, Daemon, base_sections
+from daemon import ROOT, Daemon, base_sections, no_microphone_alsa
 from fake_openai import FakeOpenAI
 from support import Broker, MqttRecorder, SpeakerRecorder
 
@@ -27,22 +27,12 @@ def receive(sock: socket.socket, until: float) -> list[str]:
     return messages
 
 
-NO_MICROPHONE_ALSA = """
-defaults.pcm.card 0
-defaults.pcm.device 0
-defaults.ctl.card 0
-pcm.!default { type asym playback.pcm { type null } }
-"""
-
-
 def test_without_a_microphone_the_watchdog_is_petted_and_requests_are_served(
     tmp_path: Path, fake: FakeOpenAI, mqtt_broker: Broker, mqtt: MqttRecorder, start_daemon: StartDaemon
 ) -> None:
     """A Pi with a speaker and no microphone, in wake.mode mqtt: the watchdog follows the daemon's
     own loop (it used to follow microphone frames, so systemd restarted the service in a loop),
     the missing microphone is reported once on event/error, and ask and say are served."""
-    alsa = tmp_path / "alsa.conf"
-    alsa.write_text(NO_MICROPHONE_ALSA)
     sections = base_sections(mqtt_broker.port, fake.url)
     sections["wake"] = {"mode": "mqtt"}
     path = tmp_path / "notify.sock"
@@ -53,7 +43,7 @@ def test_without_a_microphone_the_watchdog_is_petted_and_requests_are_served(
             OPENAI_API_KEY="test-key",
             NOTIFY_SOCKET=str(path),
             WATCHDOG_USEC="1000000",
-            ALSA_CONFIG_PATH=str(alsa),
+            **no_microphone_alsa(tmp_path),
         )
         error = mqtt.wait_for(f"{root}/event/error", timeout=15).json()
         assert error["code"] == "audio_error" and "microphone unavailable" in error["message"], error

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from daemon import Daemon, base_sections
+from daemon import Daemon, base_sections, wait_log
 from fake_openai import ChatReply, FakeOpenAI
 from support import Broker, MqttRecorder, PulseAudio, SpeakerRecorder, read_wav, speech_wav, write_wav
 
@@ -235,10 +235,7 @@ def test_two_devices_hear_the_wake_word_and_only_the_louder_answers(
     assert reply["text"] == "OK."
     far_wake = mqtt.wait_for(f"{far_root}/event/wake", timeout=5).json()  # it heard it too ...
     assert far_wake["level_dbfs"] < mqtt.wait_for(f"{near_root}/event/wake").json()["level_dbfs"]
-    deadline = time.monotonic() + 15  # its decision is in its log: wait for that, not for a fixed time
-    while "heard the wake word better" not in far_daemon.log():
-        assert time.monotonic() < deadline, far_daemon.log()[-3000:]
-        time.sleep(0.05)
+    wait_log(far_daemon, "heard the wake word better")  # its decision: wait for that, not for a fixed time
     mqtt.sync()
     assert mqtt.messages(f"{far_root}/event/transcript") == []  # ... and stayed quiet
     assert mqtt.messages(f"{far_root}/event/reply") == []
