@@ -74,43 +74,45 @@ class Action:
         return data
 
 
-_SETTLED = {"delivered": (True, "done", None), "not_sent": (False, "failed", "not sent: the connection ended first")}
-_UNKNOWN = (None, "unknown", "the connection ended after it was sent: it may or may not have happened")
+_OK = {"done": True, "failed": False, "refused": False}  # any other status: not known (None)
+_SETTLED = {"delivered": ("done", None), "not_sent": ("failed", "not sent: the connection ended first")}
+_UNKNOWN = ("unknown", "the connection ended after it was sent: it may or may not have happened")
+
+
+def _as(action: Action, status: str, error: str | None) -> Action:
+    """The action with a (final) status, and the `ok` that status means."""
+    return replace(action, ok=_OK.get(status), status=status, error=error)
 
 
 def action_from_delivery(tool: str, entity_id: str, command: Command, delivery: Delivery) -> Action:
     """The action for one MQTT command, from what the broker confirmed (see assistant/link/delivery.py)."""
     action = Action(tool, entity_id, command.topic, command.payload, delivery.ok, delivery.reason)
     if delivery.status == "delivered":
-        return replace(action, status="done")
+        return _as(action, "done", delivery.reason)
     if delivery.status == "not_sent":
-        return replace(action, status="failed", error=f"not sent: {delivery.reason}")
+        return _as(action, "failed", f"not sent: {delivery.reason}")
     settled: asyncio.Future[Action] | None = None
     if delivery.settled is not None:
         settled = asyncio.get_running_loop().create_future()
 
         def settle(fate: asyncio.Future[Settlement]) -> None:
             if settled is not None and not settled.done() and not fate.cancelled():
-                ok, status, error = _SETTLED.get(fate.result(), _UNKNOWN)
-                settled.set_result(replace(action, ok=ok, status=status, error=error))
+                settled.set_result(_as(action, *_SETTLED.get(fate.result(), _UNKNOWN)))
 
         delivery.settled.add_done_callback(settle)
-    return replace(action, status="unconfirmed", error=f"unconfirmed: {delivery.reason}", settled=settled)
+    return replace(_as(action, "unconfirmed", f"unconfirmed: {delivery.reason}"), settled=settled)
 
 
 def action_from_bridge(tool: str, entity_id: str, topic: str, outcome: BridgeOutcome) -> Action:
     """The action for one service bridge call, from Home Assistant's answer (or its absence)."""
-    ok = {"done": True, "failed": False}.get(outcome.status)
-    action = Action(tool, entity_id, topic, outcome.payload, ok, outcome.error, outcome.status)
+    action = _as(Action(tool, entity_id, topic, outcome.payload, None), outcome.status, outcome.error)
     if outcome.late is None:
         return action
     settled: asyncio.Future[Action] = asyncio.get_running_loop().create_future()
 
     def settle(late: asyncio.Future[tuple[str, str | None]]) -> None:
         if not settled.done() and not late.cancelled():
-            status, error = late.result()
-            final_ok = {"done": True, "failed": False}.get(status)
-            settled.set_result(replace(action, ok=final_ok, status=status, error=error))
+            settled.set_result(_as(action, *late.result()))
 
     outcome.late.add_done_callback(settle)
     return replace(action, settled=settled)
