@@ -43,7 +43,7 @@ class House:
         self._learned = 0  # configs read since the last flush()
         self._burst_configs = 0  # discovery configs read since the last report
         self._burst_started = self._burst_last = 0.0
-        self._report: asyncio.TimerHandle | None = None
+        self._burst_report: asyncio.TimerHandle | None = None
 
     def topics(self) -> list[str]:
         """Everything to subscribe to (state topics grow as entities are learned)."""
@@ -109,16 +109,16 @@ class House:
             gc.collect()
             gc.freeze()
         self._learned = 0
-        if self._burst_configs and self._report is None:
-            self._report = asyncio.get_running_loop().call_later(REPORT_QUIET_S, self._report_burst)
+        if self._burst_configs and self._burst_report is None:
+            self._burst_report = asyncio.get_running_loop().call_later(REPORT_QUIET_S, self._report_burst)
 
     def _report_burst(self) -> None:
         """Log a burst of discovery configs once it is over (how many, how long, entities known)."""
         quiet = time.monotonic() - self._burst_last
         if quiet < REPORT_QUIET_S:
-            self._report = asyncio.get_running_loop().call_later(REPORT_QUIET_S - quiet, self._report_burst)
+            self._burst_report = asyncio.get_running_loop().call_later(REPORT_QUIET_S - quiet, self._report_burst)
             return
-        self._report = None
+        self._burst_report = None
         log.info(
             "discovery: read %d configs in %.1f s; %d entities known",
             self._burst_configs,
