@@ -156,19 +156,17 @@ class MqttLink:
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # refused by paho: it kept nothing
             log.warning("%s: not sent (%s)", topic, mqtt.error_string(info.rc))
             return Delivery("not_sent", mqtt.error_string(info.rc))
-        acked: asyncio.Future[None] = loop.create_future()
-        self._acks[info.mid] = acked  # before any await: a PUBACK is handed over after this
-        try:
-            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:  # handed to the socket (NO_CONN: kept for a reconnect)
+            acked: asyncio.Future[None] = loop.create_future()
+            self._acks[info.mid] = acked  # before any await: a PUBACK is handed over after this
+            try:
                 async with asyncio.timeout(timeout):
                     await acked
                 return Delivery("delivered")
-        except TimeoutError:
-            pass
-        finally:
-            self._acks.pop(info.mid, None)
-        if info.rc == mqtt.MQTT_ERR_SUCCESS and info.is_published():  # is_published raises for NO_CONN
-            return Delivery("delivered")
+            except TimeoutError:
+                pass  # withdraw() below tells a PUBACK still on its way to the loop from none at all
+            finally:
+                self._acks.pop(info.mid, None)
         settled: asyncio.Future[Settlement] = loop.create_future()
 
         def on_settled(settlement: Settlement) -> None:  # paho's thread, at reconnect
