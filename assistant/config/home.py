@@ -25,7 +25,7 @@ def _publishable(topic: Any) -> bool:
 
 
 class EntityConfig(BaseModel):
-    """A hand-declared entity: id, name, aliases, area, plus Home Assistant's MQTT keys."""
+    """A hand-declared entity: id, name, aliases, area, floor, plus Home Assistant's MQTT keys."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -33,6 +33,7 @@ class EntityConfig(BaseModel):
     name: str | None = None
     aliases: list[str] = []
     area: str | None = None
+    floor: str | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -90,6 +90,7 @@ class Entity:
     state: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     source: str = CONFIG
+    floor: str | None = None  # the floor its area is on, as Home Assistant's floor registry names it
     _warned: set[str] = field(default_factory=set, repr=False, compare=False)  # problems logged once each
 
     @property
@@ -101,7 +102,8 @@ class Entity:
     def from_config(cls, config: EntityConfig) -> Entity:
         """Build from a hand-declared [[homeassistant.entities]] table."""
         default_name = config.entity_id.split(".", 1)[1].replace("_", " ").capitalize()
-        return cls(config.entity_id, config.name or default_name, list(config.aliases), config.area, config.mqtt)
+        name = config.name or default_name
+        return cls(config.entity_id, name, list(config.aliases), config.area, config.mqtt, floor=config.floor)
 
     def key(self, name: str, default: Any = None) -> Any:
         """A Home Assistant MQTT key of this entity, or Home Assistant's default."""
@@ -132,6 +134,8 @@ class Entity:
             info["aliases"] = [cap_text(alias, 100) for alias in self.aliases[:10]]
         if self.area:
             info["area"] = cap_text(self.area, 100)
+        if self.floor:
+            info["floor"] = cap_text(self.floor, 100)
         if self.attributes:
             info["attributes"], omitted = bounded_attributes(self.attributes)
             if omitted:
