@@ -10,7 +10,7 @@ format closely enough for the real ``openai`` SDK to work against it:
   (SSE streaming only, text and tool-call deltas, a usage chunk when asked),
   ``audio/transcriptions`` (multipart WAV upload; json, text or verbose_json),
   ``audio/speech`` (espeak-ng + sox; raw 24 kHz pcm, chunked) and
-  ``images/generations`` (tiny generated PNG as b64_json).
+  ``images/generations`` (a tiny PNG as b64_json, or as a URL this server serves, as DALL-E answers).
 * every request is recorded (:class:`Recorded`) before it is answered; faults (any
   status, with Retry-After) are injected with :meth:`FakeOpenAI.fail`, a cut stream
   with ``ChatReply(cut_after=N)``. Anything else is answered 400 or 404, never faked.
@@ -173,6 +173,7 @@ def _png(width: int = 4, height: int = 4, rgb: tuple[int, int, int] = (32, 128, 
 
 
 _PNG_B64 = base64.b64encode(_png()).decode("ascii")
+IMAGE_FILES = "/files/images/"  # where URL answers point (as a CDN would serve them)
 
 
 def _wav_duration(data: bytes) -> float:
@@ -393,6 +394,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         body_json, form, files, parse_error = _parse_body(body, headers.get("content-type", ""))
+        if self.command == "GET" and split.path.startswith(IMAGE_FILES):
+            self._image_file(fake, split.path)
+            return
         op, azure, deployment = _route(split.path)
         rec = Recorded(
             method=self.command,
@@ -442,7 +446,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif op == "audio/speech":
             self._speech(fake, rec.json, rec.t)
         else:
-            self._images(rec.json)
+            self._images(fake, rec.json)
 
     # -- ops
 
@@ -578,18 +582,31 @@ class _Handler(BaseHTTPRequestHandler):
         if not pcm:
             self._chunk(b"", last=True)
 
-    def _images(self, req: dict[str, Any] | None) -> None:
+    def _images(self, fake: FakeOpenAI, req: dict[str, Any] | None) -> None:
         if req is None:
             raise _HTTPError(400, "Expected a JSON body")
         prompt = req.get("prompt")
         if not isinstance(prompt, str) or not prompt:
             raise _missing("prompt")
-        if req.get("response_format") not in (None, "b64_json"):
-            raise _unsupported("response_format", req.get("response_format"))
+        response_format = req.get("response_format")
+        if response_format not in (None, "b64_json", "url"):
+            raise _unsupported("response_format", response_format)
         n = req.get("n")
         item = {"b64_json": _PNG_B64, "revised_prompt": "A picture of " + prompt}
+        # DALL-E answers with a URL unless asked for base64; the GPT image models always give base64
+        if response_format == "url" or (response_format is None and str(req.get("model", "")).startswith("dall-e")):
+            signed = f"?se=2099-01-01&sig={secrets.token_hex(16)}"  # a signed link, as a CDN hands out
+            item = {"url": f"{fake.url}{IMAGE_FILES}{secrets.token_hex(8)}.png{signed}"}
         count = n if isinstance(n, int) and n > 0 else 1
         self._send_json(200, {"created": int(time.time()), "data": [dict(item) for _ in range(count)]})
+
+    def _image_file(self, fake: FakeOpenAI, path: str) -> None:
+        """GET of an image URL handed out by images/generations (404 while `image_files_missing`)."""
+        fake._record(Recorded("GET", path, "image file", {}, None, {}, {}, None, None, time.monotonic()))
+        if fake.image_files_missing:
+            self._send_bytes(404, b"<Error>BlobNotFound</Error>", "application/xml")
+        else:
+            self._send_bytes(200, _png(), "image/png")
 
 
 # -------------------------------------------------------------------------- fake
@@ -620,6 +637,7 @@ class FakeOpenAI:
         self.transcribe_delay_s: float = 0.0
         self.tts_first_byte_delay_s: float = 0.0
         self.cached_tokens: int = 0  # reported as usage.prompt_tokens_details.cached_tokens
+        self.image_files_missing: bool = False  # image URLs answer 404 (an expired link)
         self.reject_stream_options: bool = False  # answer 400 to stream_options, as Azure before 2024-08-01 did
 
     # -- lifecycle

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from daemon import ENTITIES, Daemon, base_sections, daemon_env, run_cli, wait_log, write_config
@@ -350,6 +351,38 @@ def test_image_generation_end_to_end(
     # bad requests and disabled images are answered on event/error
     mqtt.publish(f"{root}/image/generate", json.dumps({"prompt": "", "id": "bad"}))
     assert mqtt.wait_for(f"{root}/event/error").json()["id"] == "bad"
+
+
+def test_a_picture_given_as_a_url_reaches_the_image_entity(
+    fake: FakeOpenAI,
+    mqtt_broker: Broker,
+    mqtt: MqttRecorder,
+    start_daemon: StartDaemon,
+    make_mqtt: Callable[..., MqttRecorder],
+) -> None:
+    """DALL-E answers with a link unless asked for base64: the entity must show the picture anyway."""
+    sections = base_sections(mqtt_broker.port, fake.url)
+    sections["images"] = {"enabled": True, "model": "dall-e-3"}
+    _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
+    mqtt.publish(f"{root}/image/generate", json.dumps({"prompt": "a lighthouse", "id": "u1"}))
+    image = mqtt.wait_for(f"{root}/image", timeout=15).json()
+    assert "response_format" not in fake.of("images/generations")[0].json and ".png?" in image["url"]
+    shown = make_mqtt([f"{root}/image/b64"]).wait_for(f"{root}/image/b64", timeout=15)
+    assert base64.b64decode(shown.text).startswith(b"\x89PNG")  # fetched from the link, as the entity needs it
+    assert [r.path for r in fake.of("image file")] == [urlsplit(image["url"]).path]
+    assert make_mqtt([f"{root}/image/url"]).wait_for(f"{root}/image/url").text == image["url"]
+
+    # an expired link: the picture was made but not shown, and that is what is said
+    fake.image_files_missing = True
+    mqtt.publish(f"{root}/image/generate", json.dumps({"prompt": "a harbour", "id": "u2"}))
+    error = mqtt.wait_for(f"{root}/event/error", predicate=lambda m: m.json()["id"] == "u2", timeout=15).json()
+    assert error["code"] == "api_error" and "made but not shown" in error["message"] and "HTTP 404" in error["message"]
+    assert "sig=" not in error["message"]
+    fake.script = [ChatReply(tool_calls=[("generate_image", {"prompt": "a boat"})]), ChatReply(text="Sorry.")]
+    mqtt.publish(f"{root}/ask", json.dumps({"text": "show me a boat", "id": "a2"}))
+    assert mqtt.wait_for(f"{root}/event/reply", timeout=15).json()["text"] == "Sorry."
+    tool_result = chat_body(fake, 1)["messages"][-1]["content"]
+    assert "not shown" in tool_result and "shown on the dashboard" not in tool_result
 
 
 def test_rate_limit_is_retried_with_retry_after(

@@ -1,19 +1,24 @@
 """Image generation, for `<prefix>/image/generate` and the agent's `generate_image` tool.
 
 Results are published as JSON on `<prefix>/image`, and the first image also as raw
-base64 (`<prefix>/image/b64`) or a URL (`<prefix>/image/url`), retained, which is what
-Home Assistant's MQTT image entity reads: the picture shows on a dashboard.
+base64 on `<prefix>/image/b64`, retained, which is what Home Assistant's MQTT image
+entity reads: the picture shows on a dashboard. A model that answers with a URL (DALL-E
+does unless asked for base64) has its picture fetched first, so the entity shows it
+either way; the URL is also published on `<prefix>/image/url`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx2
 import openai
 
 from assistant.agent.tools import Tool, ToolOutcome
@@ -23,6 +28,31 @@ from assistant.daemon.payloads import BadRequest, new_id, optional_str, text_req
 log = logging.getLogger(__name__)
 
 MAX_PROMPT_CHARS = 4000
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # a 4096x4096 PNG is well below; anything bigger is not a picture for a dashboard
+FETCH_TIMEOUT_S = 30.0
+
+
+async def fetch_image(url: str, timeout_s: float = FETCH_TIMEOUT_S) -> bytes:
+    """Download a picture handed out as a URL; RuntimeError says why it could not be.
+
+    The URL is a signed link: errors name only its host, never its query (the signature).
+    """
+    host = urlsplit(url).hostname or "?"
+    data = bytearray()
+    try:
+        async with (
+            httpx2.AsyncClient(timeout=timeout_s, follow_redirects=True) as http,
+            http.stream("GET", url) as response,
+        ):
+            if response.status_code != 200:
+                raise RuntimeError(f"the picture could not be fetched from {host}: HTTP {response.status_code}")
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if len(data) > MAX_IMAGE_BYTES:
+                    raise RuntimeError(f"the picture at {host} is larger than {MAX_IMAGE_BYTES >> 20} MB")
+    except httpx2.HTTPError as error:
+        raise RuntimeError(f"the picture could not be fetched from {host}: {type(error).__name__}") from None
+    return bytes(data)
 
 
 @dataclass(frozen=True)
@@ -103,10 +133,17 @@ class ImagePublisher:
         if len(images) > 1:
             message["images"] = images
         self.publish(f"{self.root}/image", json.dumps(message))
-        if "b64_json" in images[0]:
-            self.publish(f"{self.root}/image/b64", images[0]["b64_json"], retain=True)
-        if "url" in images[0]:
-            self.publish(f"{self.root}/image/url", images[0]["url"], retain=True)
+        first = images[0]
+        if "url" in first:
+            self.publish(f"{self.root}/image/url", first["url"], retain=True)
+        picture = first.get("b64_json")
+        if picture is None and "url" in first:
+            try:
+                picture = base64.b64encode(await fetch_image(first["url"])).decode("ascii")
+            except RuntimeError as error:
+                raise RuntimeError(f"the picture was made but not shown: {error}") from None
+        if picture is not None:
+            self.publish(f"{self.root}/image/b64", picture, retain=True)
         return message
 
     def tool(self) -> Tool:
@@ -118,8 +155,10 @@ class ImagePublisher:
                 return ToolOutcome(json.dumps({"error": "prompt must be a non-empty string"}), [])
             try:
                 message = await self.run(ImageRequest(prompt.strip()[:MAX_PROMPT_CHARS], new_id()))
-            except (openai.APIError, RuntimeError) as error:
+            except openai.APIError as error:
                 return ToolOutcome(json.dumps({"error": f"image generation failed: {error}"}), [])
+            except RuntimeError as error:
+                return ToolOutcome(json.dumps({"error": str(error)}), [])
             revised = message.get("revised_prompt")
             result = {
                 "result": "the picture is shown on the dashboard",

@@ -71,12 +71,10 @@ def discovery_payload(config: Config) -> str:
         },
     }
     if config.images.enabled:
+        # always the picture itself: one the model gave as a URL is fetched first (assistant/agent/images.py)
         image: dict[str, Any] = {"platform": "image", "name": "Image", "icon": "mdi:image"}
-        if config.images.response_format == "url":
-            image["url_topic"] = f"{root}/image/url"
-        else:
-            image |= {"image_topic": f"{root}/image/b64", "image_encoding": "b64"}
-            image["content_type"] = f"image/{config.images.output_format or 'png'}"
+        image |= {"image_topic": f"{root}/image/b64", "image_encoding": "b64"}
+        image["content_type"] = f"image/{config.images.output_format or 'png'}"
         components["image"] = image
     for key, component in components.items():
         component["unique_id"] = f"{node}_{key}"
