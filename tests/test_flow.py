@@ -66,7 +66,7 @@ def run_kitchen_turn(
     transcript = mqtt.wait_for(f"{root}/event/transcript", timeout=5).json()
     assert transcript["text"] == REQUEST
     reply = mqtt.wait_for(f"{root}/event/reply", timeout=10).json()
-    assert reply["text"] == ANSWER
+    assert reply["text"] == ANSWER and reply["request"] == REQUEST
     assert reply["id"] == transcript["id"]
     assert reply["actions"] == [
         {

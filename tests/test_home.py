@@ -243,7 +243,11 @@ def test_own_discovery_device_and_reannounce_on_home_assistant_restart(
     second = mqtt.wait_for(f"{root}/event/wake", predicate=lambda m: m.json()["id"] != first).json()["id"]
     assert len({first, second, "PRESS"}) == 3
     mqtt.publish(f"{root}/ask", "hello from the dashboard")
-    assert mqtt.wait_for(f"{root}/event/reply", timeout=15).json()["text"] == "OK."
+    reply = mqtt.wait_for(f"{root}/event/reply", timeout=15).json()
+    assert reply["text"] == "OK." and reply["request"] == "hello from the dashboard"
+    # "Last request" shows typed asks too, not only spoken ones
+    assert components["transcript"]["state_topic"] == f"{root}/event/reply"
+    assert components["transcript"]["value_template"] == "{{ value_json.request[:255] }}"
 
 
 def test_mute_holds_is_retained_and_survives_restart(

@@ -39,8 +39,11 @@ class Events:
         """`event/transcript`: what a spoken request said (empty when nothing was heard)."""
         self.link.event("transcript", {"id": request_id, "text": text, "conversation_id": conversation_id})
 
-    def reply(self, request_id: str, reply: Reply, conversation_id: str | None, **extra: str) -> None:
+    def reply(self, request_id: str, reply: Reply, conversation_id: str | None, request: str, **extra: str) -> None:
         """`event/action` for each action taken, then `event/reply` listing them all.
+
+        `request` is what was asked, spoken or typed ("" when the words could not be made
+        out): the "Last request" entity shows it, so a typed ask shows there too.
 
         An unconfirmed action is published again, with the same id and `"late": true`,
         once its fate is known (see assistant/link/delivery.py). `usage` is the tokens the API
@@ -56,6 +59,7 @@ class Events:
             "reply",
             {
                 "id": request_id,
+                "request": request,
                 "text": reply.text,
                 "conversation_id": conversation_id,
                 "actions": actions,

@@ -138,7 +138,7 @@ class Turns:
         for piece in splitter.flush():
             pieces.put_nowait(piece)
         pieces.put_nowait(None)
-        self.events.reply(request_id, reply, conversation_id)
+        self.events.reply(request_id, reply, conversation_id, request=text)
         if speaking is not None:
             await speaking
         return reply
@@ -160,7 +160,7 @@ class Turns:
         self.agent.memory.remember(
             conversation_id, [{"role": "user", "content": text}, {"role": "assistant", "content": reply.text}]
         )
-        self.events.reply(request_id, reply, conversation_id, intent=fast.intent)
+        self.events.reply(request_id, reply, conversation_id, request=text, intent=fast.intent)
         if speak:
             await self.speech.speak(reply.text, request_id)
         return reply
@@ -186,7 +186,7 @@ class Turns:
             text = await self.transcript_of(turn)
         except openai.APIError as error:
             self.events.error(turn.id, "api_error", f"stt: {type(error).__name__}: {error}")
-            self.events.reply(turn.id, Reply(APOLOGY), self.config.device.site_id)
+            self.events.reply(turn.id, Reply(APOLOGY), self.config.device.site_id, request="")
             await self.speech.speak(APOLOGY, turn.id)
             return "", Reply(APOLOGY)
         conversation_id = self.config.device.site_id

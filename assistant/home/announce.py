@@ -36,8 +36,8 @@ def discovery_payload(config: Config) -> str:
         "transcript": {
             "platform": "sensor",
             "name": "Last request",
-            "state_topic": f"{root}/event/transcript",
-            "value_template": "{{ value_json.text[:255] }}",
+            "state_topic": f"{root}/event/reply",  # spoken and typed requests alike
+            "value_template": "{{ value_json.request[:255] }}",
             "icon": "mdi:text-to-speech",
         },
         "reply": {
