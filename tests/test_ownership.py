@@ -235,3 +235,14 @@ def test_a_known_state_survives_a_config_sent_again() -> None:
     again = Entity("light.lamp", "Lamp", mqtt={"command_topic": "l/set", "state_topic": "l"}, source="a")
     reg.replace_source("a", [again])
     assert reg.entities["light.lamp"].state == "on"
+
+
+def test_hidden_entities_need_their_exact_id_in_expose() -> None:
+    """The daemon's own entities: no glob reaches them, only an entry naming one exactly."""
+    registry = Registry(HomeAssistantConfig(expose=["switch.*", "sensor.assistant_x_state"]))
+    for entity_id in ("switch.assistant_x_mute", "sensor.assistant_x_state", "switch.porch"):
+        registry.add(Entity(entity_id, entity_id, source="statestream"))
+    registry.hide({"switch.assistant_x_mute", "sensor.assistant_x_state"})
+    assert [e.entity_id for e in registry.exposed()] == ["sensor.assistant_x_state", "switch.porch"]
+    with pytest.raises(CommandError):
+        registry.get_exposed("switch.assistant_x_mute")

@@ -103,3 +103,28 @@ def test_a_light_on_a_hidden_locks_topic_never_reaches_the_lock(
     mqtt.assert_no_message(lock_topic, duration=0.2)
     assert mqtt.messages(lock_topic) == []
     assert mqtt.messages(f"{root}/say") == []
+
+
+def test_the_agent_cannot_reach_the_daemons_own_entities(
+    fake: FakeOpenAI, mqtt_broker: Broker, mqtt: MqttRecorder, start_daemon: StartDaemon
+) -> None:
+    """Its own mute switch reaches it through statestream, yet "mute yourself" must not work:
+    nothing could unmute it by voice. Exposing everything ("*") does not change that."""
+    sections = base_sections(mqtt_broker.port, fake.url)
+    site = sections["device"]["site_id"]
+    stream, bridge = f"ss{site}", f"bridge{site}"
+    sections["homeassistant"] |= {"statestream_topic": stream, "service_topic": bridge, "expose": ["*"]}
+    own = [f"switch.assistant_{site}_mute", "switch.testy_mute"]  # the announced id, and the one HA 2025.4 makes
+    for entity_id in [*own, "switch.porch"]:
+        mqtt.publish(f"{stream}/switch/{entity_id.split('.')[1]}/state", "off", retain=True)
+    _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
+    fake.script = [
+        ChatReply(tool_calls=[("turn_on", {"entity_id": own[0]}), ("turn_on", {"entity_id": own[1]})]),
+        ChatReply(text="I can't."),
+    ]
+    reply = ask(mqtt, root, "mute yourself", "m1")
+    assert [a["ok"] for a in reply["actions"]] == [False, False]
+    assert all("no exposed entity" in a.get("error", "") for a in reply["actions"]), reply["actions"]
+    mqtt.assert_no_message(bridge, duration=0.3)
+    prompt = json.dumps(fake.of("chat/completions")[0].json)
+    assert "switch.porch" in prompt and not any(entity_id in prompt for entity_id in own)

@@ -11,6 +11,7 @@ from typing import Any
 
 from assistant import __version__
 from assistant.config import Config
+from assistant.home.discovery import slugify
 
 
 def node_id(config: Config) -> str:
@@ -96,3 +97,19 @@ def discovery_payload(config: Config) -> str:
         "components": components,
     }
     return json.dumps(payload)
+
+
+def own_entity_ids(config: Config) -> set[str]:
+    """The ids Home Assistant may give this daemon's own entities, under any supported version.
+
+    They are kept from the daemon's own agent: "mute yourself" could not be undone by voice.
+    Both forms: the announced id, and the one Home Assistant derives from the names.
+    """
+    payload = json.loads(discovery_payload(config))
+    device = payload["device"]["name"]
+    ids = set()
+    for key, component in payload["components"].items():
+        platform = component["platform"]
+        ids.add(f"{platform}.{node_id(config)}_{key}")
+        ids.add(f"{platform}.{slugify(device + ' ' + component['name'])}")
+    return ids

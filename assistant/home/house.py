@@ -13,7 +13,7 @@ import logging
 import time
 
 from assistant.config import Config
-from assistant.home.announce import discovery_payload, discovery_topic
+from assistant.home.announce import discovery_payload, discovery_topic, own_entity_ids
 from assistant.home.bridge import ServiceBridge
 from assistant.home.discovery import DiscoveryError, discovery_topics, parse_discovery
 from assistant.home.entities import Entity
@@ -38,6 +38,7 @@ class House:
         self.bridge = bridge
         self.status_topic = f"{self.ha.discovery_prefix}/status"
         self.registry.reserve(config.mqtt.topic_prefix)  # no entity command may reach our own inputs
+        self.registry.hide(own_entity_ids(config))  # nor may the agent mute the very device it speaks through
         self._reported: set[tuple[str, str]] = set()  # (topic, claimant) conflicts already published
         self._learned_topics: set[str] = set()  # state topics of entities learned since the last flush()
         self._learned = 0  # configs read since the last flush()

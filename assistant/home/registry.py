@@ -38,6 +38,7 @@ class Registry:
         self._exposed_for: tuple[str, ...] = tuple(self.expose_patterns)
         self.claims = Claims()
         self._held: dict[tuple[str, str], Entity] = {}  # refused for a topic conflict, until the topic is freed
+        self._hidden: set[str] = set()  # the daemon's own entities: out of its agent's reach (see hide)
         self._reserved = [f"{config.service_topic}/"] if config.service_topic else []
         if config.statestream_topic:
             self._reserved.append(config.statestream_topic.rstrip("/") + "/")
@@ -48,6 +49,16 @@ class Registry:
     def reserve(self, namespace: str) -> None:
         """Never publish an entity command under `namespace` (e.g. the daemon's own `assistant/`)."""
         self._reserved.append(namespace.rstrip("/") + "/")
+
+    def hide(self, entity_ids: set[str]) -> None:
+        """Keep these ids from the agent unless an `expose` entry names one exactly (no glob).
+
+        For the daemon's own entities, which reach it through statestream or the snapshot:
+        "mute yourself" would work and could not be undone by voice.
+        """
+        self._hidden |= entity_ids
+        self._exposed -= {eid for eid in entity_ids if not self.is_exposed(eid)}
+        self.version += 1
 
     def add(self, entity: Entity) -> list[Conflict]:
         """Add or replace an entity; return the conflicts that kept it out (then it is held back).
@@ -143,6 +154,8 @@ class Registry:
 
     def is_exposed(self, entity_id: str) -> bool:
         """Whether the allowlist (`expose` globs) admits this entity id."""
+        if entity_id in self._hidden:
+            return entity_id in self.expose_patterns
         return any(fnmatch.fnmatchcase(entity_id, pattern) for pattern in self.expose_patterns)
 
     def exposed(self) -> list[Entity]:
