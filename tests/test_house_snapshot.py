@@ -32,13 +32,12 @@ ENTITY_KEYS = {"entity_id", "name", "area", "floor", "state", "attributes", "mqt
 WAIT = 30.0  # generous: two loaded cores; every wait ends on the event it waits for
 
 
-@pytest.fixture
-def ha(home_assistant: HomeAssistant) -> HomeAssistant:
-    """The session's Home Assistant with the package installed under ALLOWED (once, then kept)."""
-    installed = home_assistant.config_dir / "packages/assistant_bridge.yaml"
-    if f"'{ALLOWED}'" not in installed.read_text():
-        home_assistant.install_bridge(ALLOWED)
-    return home_assistant
+@pytest.fixture(scope="module")
+def ha(home_assistant: HomeAssistant) -> Iterator[HomeAssistant]:
+    """The session's Home Assistant with the package installed under ALLOWED, as it came afterwards."""
+    home_assistant.install_bridge(ALLOWED)
+    yield home_assistant
+    home_assistant.install_bridge()
 
 
 @pytest.fixture
