@@ -235,20 +235,24 @@ def test_an_admitted_change_gives_one_state_message_and_an_unadmitted_one_none(
     on = {"state": "ON", "brightness": 200, "color_mode": "color_temp", "color_temp": 300}
     recorder.publish(lamp.state_topic, {**on, "power": 4.5}, retain=True)
     ha.wait_state(lamp.sensor, lambda s: s is not None and s["state"] == "4.5", timeout=WAIT)
-    # the power alone changes: no message may follow; then the light turns off
+    recorder.wait_for(STATE, lambda m: m.json()["entity_id"] == lamp.light, timeout=WAIT, since=since)
+    triggered = ha.state("automation.assistant_house_state")["attributes"]["last_triggered"]  # type: ignore[index]
+    # the power alone changes: turned away by the automation's condition, no run, no message
     recorder.publish(lamp.state_topic, {**on, "power": 7.0}, retain=True)
     ha.wait_state(lamp.sensor, lambda s: s is not None and s["state"] == "7.0", timeout=WAIT)
+    assert ha.state("automation.assistant_house_state")["attributes"]["last_triggered"] == triggered  # type: ignore[index]
+    # then the light turns off
     recorder.publish(lamp.state_topic, {"state": "OFF", "power": 0.3}, retain=True)
     recorder.wait_for(STATE, lambda m: m.json()["state"] == "off", timeout=WAIT, since=since)
 
-    # queued in order: everything the two changes caused is recorded before the "off"
+    # queued in order: everything the changes before caused is recorded before the "off"
     messages = [m.json() for m in recorder.messages(STATE) if m.time >= since]
     assert not [m for m in messages if m["entity_id"] == lamp.sensor]
-    on = [m for m in messages if m["entity_id"] == lamp.light and m["state"] == "on"]
-    assert len(on) == 1
-    assert on[0]["attributes"]["brightness"] == 200
-    assert on[0]["attributes"]["color_temp_kelvin"] == 3333
-    assert set(on[0]) == {"entity_id", "state", "attributes"}
+    turned_on = [m for m in messages if m["entity_id"] == lamp.light and m["state"] == "on"]
+    assert len(turned_on) == 1
+    assert turned_on[0]["attributes"]["brightness"] == 200
+    assert turned_on[0]["attributes"]["color_temp_kelvin"] == 3333
+    assert set(turned_on[0]) == {"entity_id", "state", "attributes"}
 
 
 def test_get_publishes_the_snapshot_retained(
@@ -340,3 +344,60 @@ def test_the_package_states_the_versions_it_is_tested_with() -> None:
     header = BRIDGE_PACKAGE.read_text().split("\nautomation:")[0]
     assert "Needs Home Assistant 2024.11 or newer" in header
     assert f"Tested with {' and '.join(VERSIONS)}." in header
+
+
+def test_a_house_of_300_entities(ha: HomeAssistant, recorder: MqttRecorder) -> None:
+    """Every entity listed, the bridge answering throughout; prints the snapshot's size and timing."""
+    run = uuid.uuid4().hex[:6]
+    configs: dict[str, dict[str, Any]] = {}
+    for n in range(100):
+        device = {
+            "identifiers": [f"scale_{run}_{n}"],
+            "name": f"Scale {n:03d}",
+            "suggested_area": f"Scale room {n % 10}",
+        }
+        for component in ("light", "switch", "cover"):
+            config: dict[str, Any] = {
+                "name": component.capitalize(),
+                "unique_id": f"scale_{run}_{n}_{component}",
+                "command_topic": f"scale-test/{run}/{n}/{component}/set",
+                "device": device,
+            }
+            if component == "light":  # like the lamps above: brightness and colour temperature
+                config.update(schema="json", brightness=True, supported_color_modes=["color_temp"])
+            configs[f"homeassistant/{component}/scale_{run}_{n}/{component}/config"] = config
+    ours = {f"{c}.scale_{n:03d}_{c}" for n in range(100) for c in ("light", "switch", "cover")}
+    try:
+        for topic, config in configs.items():
+            recorder.publish(topic, config, retain=True)
+        # the snapshot after the registry changes, without asking
+        message = recorder.wait_for(HOUSE, lambda m: ours <= set(entities(m.json())), timeout=WAIT)
+
+        took = []
+        for _ in range(5):
+            began = time.monotonic()
+            ask(recorder, lambda s: ours <= set(entities(s)))
+            took.append(time.monotonic() - began)
+        for n in range(20):  # requests while snapshots of this size are being made
+            recorder.publish(GET, b"")
+            request = {"id": f"scale-{n}", "domain": "switch", "service": "turn_on"}
+            recorder.publish(BRIDGE_TOPIC, {**request, "entity_id": f"switch.scale_{n:03d}_switch"})
+        for n in range(20):
+            answer = recorder.wait_for(RESULT, lambda m, i=f"scale-{n}": m.json().get("id") == i, timeout=WAIT)
+            assert answer.json() == {"id": f"scale-{n}", "ok": True}
+
+        listed = entities(message.json())
+        assert listed["light.scale_007_light"]["area"] == "Scale room 7"
+        assert listed["light.scale_007_light"]["attributes"]["supported_color_modes"] == ["color_temp"]
+        assert listed["cover.scale_042_cover"]["mqtt"] == {"device": [f"scale_{run}_42"]}
+        print(
+            f"\nHome Assistant {ha.version}: {len(listed)} entities, {len(message.payload)} bytes; "
+            f"T/house/get answered in {min(took) * 1000:.0f}-{max(took) * 1000:.0f} ms"
+        )
+    finally:
+        for topic in configs:
+            recorder.publish(topic, b"", retain=True)
+        snapshot_after(recorder, time.monotonic(), lambda s: not ours & set(entities(s)))
+        for area in ha.ws({"type": "config/area_registry/list"}):
+            if area["name"].startswith("Scale room"):
+                ha.ws({"type": "config/area_registry/delete", "area_id": area["area_id"]})
