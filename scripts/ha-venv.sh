@@ -20,7 +20,7 @@ cache="${XDG_CACHE_HOME:-$HOME/.cache}/assistant-tests"
 find_python() {  # a python of this minor version: pyenv's, else one on PATH
     local minor=$1 candidate
     for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$minor".*/bin/python "$(command -v "python$minor" || true)"; do
-        if [[ -x "$candidate" ]] && "$candidate" -c "import sys; sys.exit(sys.version_info[:2] != tuple(map(int, '$minor'.split('.'))))"; then
+        if [[ -x "$candidate" ]] && "$candidate" -c "import sys; sys.exit(sys.version_info[:2] != tuple(map(int, '$minor'.split('.'))))" 2>/dev/null; then
             echo "$candidate"
             return
         fi

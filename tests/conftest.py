@@ -135,7 +135,7 @@ def home_assistant(
     per supported version. One start per version: pytest groups the tests by version and stops one
     Home Assistant before it starts the next."""
     version = request.param
-    ha = HomeAssistant.start_new(version, tmp_path_factory.mktemp(f"ha{version}"), mqtt_broker)
+    ha = HomeAssistant.start_new(version, tmp_path_factory.mktemp(f"ha{version}-"), mqtt_broker)
     try:
         yield ha
     finally:

@@ -2,10 +2,11 @@
 
 scripts/ha-venv.sh (run by `scripts/setup.sh --test`, so by `make test`) installs each version in
 its own venv under ~/.cache/assistant-tests, with the requirements of the integrations used here,
-so a start downloads nothing (`--skip-pip`). A start writes a fresh configuration: the house below
-(MQTT entities whose commands show on the broker under `house/`, and whose state Home Assistant
-keeps optimistically), the repository's bridge package, and an MQTT config entry for the given
-broker, so no UI flow is needed; the first start then onboards a user and takes a long-lived token.
+so a start downloads nothing (`--skip-pip`). A start writes a fresh configuration: the house in
+ha_house.yaml (MQTT entities whose commands show on the broker under `house/`, and whose state
+Home Assistant keeps optimistically), the repository's bridge package, and an MQTT config entry for
+the given broker, so no UI flow is needed; the first start then onboards a user and takes a
+long-lived token.
 
 Every wait is on something Home Assistant does (its HTTP API answering, its MQTT birth message,
 a state, a log line), never on a fixed time.
@@ -32,50 +33,10 @@ VERSIONS: list[str] = ["2024.11.3", "2025.4.4"]  # keep in step with scripts/ha-
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "assistant-tests"
 REPO = Path(__file__).resolve().parents[1]
 BRIDGE_PACKAGE = REPO / "config/homeassistant/assistant_bridge.yaml"
+HOUSE = Path(__file__).with_name("ha_house.yaml")  # the entities every start has
 BRIDGE_TOPIC = "assistant/service"
 STATUS_TOPIC = "homeassistant/status"  # Home Assistant's MQTT birth and last will
 START_TIMEOUT = 180.0  # a cold start on two loaded cores
-
-# The house: MQTT entities configured in YAML (optimistic: no state topic, so Home Assistant's
-# state follows the commands it sends, which land on house/<name>/...). switch.other and
-# switch.plug_usb share a device; switch.gone never becomes available; switch.broken is a
-# template switch whose action Home Assistant refuses (99 °C is outside climate.study's range).
-HOUSE = """
-mqtt:
-  switch:
-    - {name: Allowed, object_id: allowed, unique_id: house_allowed, command_topic: house/allowed/set}
-    - {name: Other, object_id: other, unique_id: house_other, command_topic: house/other/set,
-       device: {identifiers: [house_plug], name: Plug}}
-    - {name: USB, object_id: plug_usb, unique_id: house_plug_usb, command_topic: house/plug_usb/set,
-       device: {identifiers: [house_plug], name: Plug}}
-    - {name: Gone, object_id: gone, unique_id: house_gone, command_topic: house/gone/set,
-       availability_topic: house/gone/availability}
-  light:
-    - {schema: json, name: Garden, object_id: garden, unique_id: house_garden, command_topic: house/garden/set,
-       brightness: true, supported_color_modes: [rgb, color_temp]}
-  cover:
-    - {name: Garage, object_id: garage, unique_id: house_garage, command_topic: house/garage/set,
-       set_position_topic: house/garage/position, position_topic: house/garage/position_state, optimistic: true}
-  fan:
-    - {name: Ceiling, object_id: ceiling, unique_id: house_ceiling, command_topic: house/ceiling/set,
-       percentage_command_topic: house/ceiling/percentage}
-  climate:
-    - {name: Study, object_id: study, unique_id: house_study, modes: [heat, "off"],
-       mode_command_topic: house/study/mode, temperature_command_topic: house/study/temperature,
-       min_temp: 7, max_temp: 35}
-    - {name: Living room, object_id: living_room, unique_id: house_living_room, modes: ["off", heat],
-       mode_command_topic: house/living_room/mode, temperature_command_topic: house/living_room/temperature}
-  lock:
-    - {name: Garden gate, object_id: garden_gate, unique_id: house_garden_gate, command_topic: house/garden_gate/set}
-switch:
-  - platform: template
-    switches:
-      broken:
-        unique_id: house_broken
-        value_template: "off"
-        turn_on: [{action: climate.set_temperature, target: {entity_id: climate.study}, data: {temperature: 99}}]
-        turn_off: []
-"""
 
 CONFIGURATION = """
 homeassistant:
@@ -165,7 +126,7 @@ class HomeAssistant:
     def _write_config(self) -> None:
         (self.config_dir / "packages").mkdir(parents=True, exist_ok=True)
         (self.config_dir / ".storage").mkdir(exist_ok=True)
-        (self.config_dir / "configuration.yaml").write_text(CONFIGURATION.format(port=self.port) + HOUSE)
+        (self.config_dir / "configuration.yaml").write_text(CONFIGURATION.format(port=self.port) + HOUSE.read_text())
         (self.config_dir / "packages/assistant_bridge.yaml").write_text(BRIDGE_PACKAGE.read_text())
         (self.config_dir / ".storage/core.config_entries").write_text(json.dumps(_mqtt_entry(self.broker)))
 
