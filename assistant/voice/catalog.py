@@ -80,6 +80,9 @@ def parse_catalogue(data: object) -> dict[str, CatalogueVoice]:
         raise VoiceError("the voice catalogue is not a JSON object")
     voices = {}
     for key, entry in data.items():
+        if not isinstance(key, str) or not key or "/" in key or "\\" in key or key.startswith("."):
+            log.warning("voice catalogue: skipping an entry with an unusable name %r", key)
+            continue
         try:
             files = {
                 path: VoiceFile(path, int(info["size_bytes"]), str(info["md5_digest"]))
