@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import io
 import json
 import shutil
 import signal
@@ -101,6 +103,54 @@ def test_make_voice_follows_the_choice(tmp_path: Path) -> None:
     install_joe(tmp_path)
     voice = make_voice(TtsConfig(), None, "en", tmp_path)
     assert isinstance(voice, PiperVoice) and voice.sample_rate == 22050
+
+
+def test_without_piper_tts_auto_stays_with_espeak_and_piper_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """32-bit Raspberry Pi OS has no piper-tts wheels: the dependency is left out there."""
+    import assistant.voice.choice as choice_module
+
+    install_joe(tmp_path)
+    monkeypatch.setattr(choice_module, "piper_available", lambda: False)
+    auto = choose(TtsConfig(), tmp_path, "en")
+    assert auto.engine == "espeak" and "piper-tts is not installed" in auto.reason
+    assert "piper-tts is not installed" in (choose(TtsConfig(engine="piper"), tmp_path, "en").problem or "")
+
+
+def test_check_says_which_voice_speaks(tmp_path: Path) -> None:
+    from assistant.config import parse_config
+    from assistant.voice.commands import check_voice
+
+    def check(tts: dict[str, Any], state_dir: Path) -> tuple[bool, str]:
+        config = parse_config({"device": {"state_dir": str(state_dir)}, "tts": tts}, {"OPENAI_API_KEY": "k"})
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            ok = asyncio.run(check_voice(config))
+        return ok, out.getvalue().strip()
+
+    assert check({"engine": "piper"}, tmp_path) == (
+        False,
+        f"voice: FAILED: tts.engine is 'piper' but no Piper voice is installed in {tmp_path / 'voices'}: "
+        f"assistant voices install {SUGGESTED_VOICE}",
+    )
+    broken = install_joe(tmp_path, "en_US-broken-medium")
+    broken.write_bytes(b"not a model")
+    ok, line = check({"engine": "piper"}, tmp_path)
+    assert not ok and line.startswith("voice: FAILED: cannot load Piper voice"), line
+    broken.unlink()
+    install_joe(tmp_path)
+    assert check({}, tmp_path) == (True, f"voice: ok (Piper voice {VOICE}, installed in {tmp_path / 'voices'})")
+    assert check({"engine": "espeak"}, tmp_path) == (True, "voice: espeak (tts.engine is 'espeak')")
+
+
+def test_run_refuses_to_start_with_piper_and_no_voice(tmp_path: Path) -> None:
+    sections = {"device": {"site_id": "novoice", "state_dir": str(tmp_path / "state")}, "tts": {"engine": "piper"}}
+    config = write_config(tmp_path / "assistant.toml", sections)
+    result = run_cli(["run", "--config", str(config)], daemon_env({}, OPENAI_API_KEY="test-key"))
+    assert result.returncode == 2, result.stderr
+    assert "tts: tts.engine is 'piper' but no Piper voice is installed" in result.stderr
+    assert f"assistant voices install {SUGGESTED_VOICE}" in result.stderr
 
 
 # --------------------------------------------------------------------------- the engine
