@@ -20,6 +20,7 @@ import openai
 from assistant import __version__
 from assistant.config import Config, ConfigError, load_config
 from assistant.link.client import MqttError, MqttLink
+from assistant.voice import commands as voice_commands
 
 if TYPE_CHECKING:  # the service pulls in sounddevice, which `--help` and config errors need not
     from assistant.daemon.service import Assistant
@@ -53,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     listen = sub.add_parser("listen", parents=[common], help="one spoken turn from the microphone or a WAV")
     listen.add_argument("--file", type=Path, metavar="WAV", help="16-bit PCM WAV instead of the microphone")
     sub.add_parser("devices", parents=[common], help="list audio input and output devices")
+    voice_commands.add_parser(sub, common)
     return parser
 
 
@@ -77,11 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(list_devices())
         return 0
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, credentials=args.command != "voices")
     except ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
         return EXIT_CONFIG
+    if args.command == "voices":
+        return voice_commands.run(config, args)
     try:
         return asyncio.run(_COMMANDS[args.command](config, args))
     except ConfigError as error:
@@ -199,7 +203,7 @@ async def _say(config: Config, args: argparse.Namespace) -> int:
     from assistant.voice.tts import make_voice
 
     client = make_client(resolve(config, "tts", os.environ)) if config.tts.engine == "openai" else None
-    voice = make_voice(config.tts, client, config.device.language)
+    voice = make_voice(config.tts, client, config.device.language, config.device.state_dir)
     if voice is None:
         print("tts.engine is 'none': nothing to say", file=sys.stderr)
         return EXIT_FAILURE
@@ -329,6 +333,7 @@ async def _check(config: Config, args: argparse.Namespace) -> int:
             else:
                 why = "wake.mode is mqtt: listen requests will fail" if kind == "input" else "tts.engine is none"
                 print(f"audio {kind}: none ({error}); not needed, {why}")
+    ok = await voice_commands.check_voice(config) and ok
     link = MqttLink(config.mqtt, config.topic_root, will=False)
     try:
         await link.start(timeout=5)

@@ -6,11 +6,12 @@ cd "$(dirname "$0")/.."
 
 runtime_pkgs=(python3 python3-venv python3-dev libportaudio2 espeak-ng)
 test_pkgs=(mosquitto mosquitto-clients sox pulseaudio pulseaudio-utils libasound2-plugins alsa-utils systemd)
-extras=""
+python=${PYTHON:-python3}
+extra_list=()
 pkgs=("${runtime_pkgs[@]}")
 if [[ "${1:-}" == "--test" ]]; then
     pkgs+=("${test_pkgs[@]}")
-    extras="[test]"
+    extra_list+=(test)
 fi
 
 missing=()
@@ -30,7 +31,13 @@ if ((${#missing[@]})); then
     fi
 fi
 
-python=${PYTHON:-python3}
+# Piper (the natural offline voice) has wheels for 64-bit x86_64 and aarch64 only. A 32-bit Raspberry
+# Pi OS reports "aarch64" when its kernel is 64-bit, so the interpreter itself is asked.
+if "$python" -c 'import platform, struct, sys
+sys.exit(struct.calcsize("P") != 8 or platform.machine() not in ("x86_64", "aarch64"))'; then
+    extra_list+=(piper)
+fi
+extras=$( ((${#extra_list[@]})) && IFS=, && echo "[${extra_list[*]}]" || true)  # e.g. [piper,test]
 stamp=".venv/.installed$extras"
 if [[ ! -x .venv/bin/python ]]; then
     "$python" -m venv .venv

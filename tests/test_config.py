@@ -32,7 +32,7 @@ def test_defaults_need_only_a_key() -> None:
     config = parse_config({}, KEY_ENV)
     assert config.agent.chat_model == "gpt-5.4-mini"
     assert config.stt.model == "gpt-transcribe"
-    assert config.tts.engine == "espeak"
+    assert config.tts.engine == "auto"  # Piper once a voice is installed, else espeak-ng
     assert config.topic_root.startswith("assistant/")
 
 

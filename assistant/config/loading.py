@@ -74,8 +74,11 @@ def _format_errors(error: ValidationError) -> list[str]:
     return lines
 
 
-def parse_config(data: dict[str, Any], env: Mapping[str, str] | None = None) -> Config:
-    """Validate a dict (from TOML) after environment overrides; raise ConfigError."""
+def parse_config(data: dict[str, Any], env: Mapping[str, str] | None = None, credentials: bool = True) -> Config:
+    """Validate a dict (from TOML) after environment overrides; raise ConfigError.
+
+    `credentials=False` skips the check that each stage has a key (installing a voice needs none).
+    """
     from assistant.config.environment import apply_env_overrides, read_secret  # late: it imports this module
 
     env = os.environ if env is None else env
@@ -89,13 +92,15 @@ def parse_config(data: dict[str, Any], env: Mapping[str, str] | None = None) -> 
         raise ConfigError(_format_errors(error)) from None
     from assistant.agent.providers import credential_problems  # late: providers imports this module
 
-    problems = credential_problems(config, env)
+    problems = credential_problems(config, env) if credentials else []
     if problems:
         raise ConfigError(problems)
     return config
 
 
-def load_config(explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None, credentials: bool = True
+) -> Config:
     """Find, read and validate the configuration; raise ConfigError with every problem."""
     env = os.environ if env is None else env
     path = find_config_file(explicit, env)
@@ -107,4 +112,4 @@ def load_config(explicit: str | os.PathLike[str] | None = None, env: Mapping[str
         raise ConfigError([f"config: {path}: permission denied"]) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([f"config: {path}: {error}"]) from None
-    return parse_config(data, env)
+    return parse_config(data, env, credentials)

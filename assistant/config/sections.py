@@ -235,14 +235,22 @@ class AgentConfig(StageApi):
         return RECOMMENDED_MODEL if self.recommended or not self.model else self.model
 
 
-class TtsConfig(StageApi):
-    """How replies are spoken: a cloud voice, a local espeak-ng voice, or not at all."""
+PIPER_VOICES_URL = "https://huggingface.co/rhasspy/piper-voices/resolve/main/"
 
-    engine: Literal["openai", "espeak", "none"] = "espeak"
+
+class TtsConfig(StageApi):
+    """How replies are spoken: a local Piper or espeak-ng voice, a cloud voice, or not at all.
+
+    "auto" is Piper when a Piper voice is installed (see assistant.voice.choice), else
+    espeak-ng: installing a voice is all it takes to get the better one.
+    """
+
+    engine: Literal["auto", "piper", "espeak", "openai", "none"] = "auto"
     model: str | None = None
     voice: str | None = None
     speed: float = Field(1.0, ge=0.25, le=4.0)
     instructions: str | None = None
+    voices_url: str = Field(PIPER_VOICES_URL, pattern=r"^https?://")  # the Piper voices repository
 
     @model_validator(mode="after")
     def _model_for_openai(self) -> TtsConfig:

@@ -74,8 +74,12 @@ async def watchdog(interval_s: float) -> None:
 
 def reload_config(path: Path, env: Mapping[str, str], events: Events) -> Config | None:
     """SIGHUP: the config file again, or None (reported) when it is not valid."""
+    from assistant.voice.choice import choose_or_refuse
+
     try:
-        return load_config(path, env)
+        config = load_config(path, env)
+        choose_or_refuse(config.tts, config.device.state_dir, config.device.language)  # engine "piper", no voice
+        return config
     except ConfigError as error:
         for problem in error.problems:
             log.error("reload refused: %s", problem)  # noqa: TRY400 - a bad file, not a crash

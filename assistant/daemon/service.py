@@ -102,7 +102,7 @@ class Assistant:
         )
         self.agent = Agent(config.agent, config.device, clients["agent"], self.registry, self.agent_tools)
         self.card = SoundCard(config.audio.output_device)
-        voice = make_voice(config.tts, clients.get("tts"), config.device.language)
+        voice = make_voice(config.tts, clients.get("tts"), config.device.language, config.device.state_dir)
         self.speech = Speech(voice, self.card, self.machine, self.events)
         self.stopping = asyncio.Event()
         self.turns = Turns(

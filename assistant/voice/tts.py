@@ -1,6 +1,6 @@
-"""Speech synthesis: a cloud voice streamed as raw pcm, or espeak-ng on the device.
+"""Speech synthesis: a cloud voice streamed as raw pcm, or espeak-ng on the device (Piper: voice/piper.py).
 
-Both yield int16 mono pcm chunks as soon as they exist, so playback can start while
+Each yields int16 mono pcm chunks as soon as they exist, so playback can start while
 the rest is still being synthesized.
 """
 
@@ -11,6 +11,7 @@ import contextlib
 import logging
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Protocol
 
 import openai
@@ -67,8 +68,8 @@ class EspeakVoice:
 
     sample_rate = 22050  # espeak-ng's native rate; read from its WAV header too
 
-    def __init__(self, config: TtsConfig, language: str = "en") -> None:
-        self.voice = config.voice or language
+    def __init__(self, config: TtsConfig, voice: str = "en") -> None:
+        self.voice = voice
         self.wpm = round(ESPEAK_WPM * config.speed)
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
@@ -106,11 +107,24 @@ class EspeakVoice:
             await process.wait()
 
 
-def make_voice(config: TtsConfig, client: openai.AsyncOpenAI | None, language: str) -> Voice | None:
-    """The configured voice, or None when replies are not spoken."""
-    if config.engine == "openai":
+def make_voice(config: TtsConfig, client: openai.AsyncOpenAI | None, language: str, state_dir: Path) -> Voice | None:
+    """The voice that `choose` picks (starting to load it if it is Piper), or None when replies are not spoken.
+
+    Raises ConfigError when `engine = "piper"` and its voice is not there: at start-up that
+    is exit status 2, like any other config problem.
+    """
+    from assistant.voice.choice import choose_or_refuse
+
+    choice = choose_or_refuse(config, state_dir, language)
+    log.info("voice: %s", choice.reason)
+    if choice.engine == "openai":
         assert client is not None
         return OpenAIVoice(config, client)
-    if config.engine == "espeak":
-        return EspeakVoice(config, language)
+    if choice.engine == "espeak":
+        return EspeakVoice(config, choice.voice or language)
+    if choice.engine == "piper":
+        from assistant.voice.piper import PiperVoice
+
+        assert choice.model is not None
+        return PiperVoice(choice.model, config.speed)
     return None
