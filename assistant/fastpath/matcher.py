@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from assistant.fastpath.index import Index, area_key, build_index, device_class
+from assistant.fastpath.index import Index, area_key, build_index, device_class, floor_key
 from assistant.fastpath.language import Language, load_language, resolve_language, words
 from assistant.fastpath.mapping import INTENT_DOMAINS, Call, Plan, step
 from assistant.fastpath.phrases import speech
@@ -21,12 +21,14 @@ from assistant.home.registry import Registry
 
 if TYPE_CHECKING:
     from hassil import RecognizeResult
+    from hassil.models import MatchEntity
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 200  # longer than any command; not worth matching
 MAX_RESULTS = 64  # recognition results looked at per utterance
 UNKNOWN_AREA = "\x00unknown-area"  # the "here" of "turn off the lights" when the device has no area
+SINGLE_TARGET = {"HassClimateSetTemperature"}  # intents Home Assistant carries out on one entity only
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,8 @@ class FastPath:
         context = {"area": {"value": here, "text": self.area or ""}}
         best: list[Plan] = []
         try:
-            results = recognize_all(text, lang.intents, slot_lists=index.slot_lists, intent_context=context)
+            intents = lang.intents if index.names_a_floor(text) else lang.without_floors
+            results = recognize_all(text, intents, slot_lists=index.slot_lists, intent_context=context)
             for count, result in enumerate(results):
                 if count >= MAX_RESULTS:
                     break
@@ -108,19 +111,27 @@ class FastPath:
         return self._index
 
     def _plan(self, text: str, result: RecognizeResult, index: Index, lang: Language) -> Plan | None:
-        """Resolve one recognition result to tool calls, or None if it does not fit the home."""
+        """Resolve one recognition result to tool calls, or None if it does not fit the home.
+
+        As Home Assistant's intent matching does: a floor keeps the entities whose area is on
+        it, an area the entities in it; a name must also be in the area and on the floor said.
+        """
         if not _says_more_than_names(text, result, lang.filler):
             return None  # a bare "kitchen light" is a mention, not a command
         intent = result.intent.name
         slots = result.entities
         name = slots.get("name")
         area_slot = slots.get("area")
+        floor_slot = slots.get("floor")
         wanted_area: str | None = None
         if area_slot is not None and area_slot.value != UNKNOWN_AREA:
             wanted_area = str(area_slot.value)
+        wanted_floor = str(floor_slot.value) if floor_slot is not None else None
         if name is not None:
             entity = index.exposed.get(str(name.value))
             if entity is None or (wanted_area is not None and area_key(entity.area) != wanted_area):
+                return None
+            if wanted_floor is not None and floor_key(entity.floor) != wanted_floor:
                 return None
             candidates = [entity]
             label = str((name.metadata or {}).get("label") or entity.name)
@@ -131,7 +142,11 @@ class FastPath:
             class_slot = slots.get("device_class")
             if class_slot is not None:
                 candidates = [e for e in candidates if device_class(e) == class_slot.value]
+            if wanted_floor is not None:
+                candidates = [e for e in candidates if floor_key(e.floor) == wanted_floor]
             if wanted_area is not None:
+                if index.area_is_ambiguous(wanted_area):
+                    return None  # "the bathroom" when there is one on each floor
                 candidates = [e for e in candidates if area_key(e.area) == wanted_area]
             elif area_slot is not None and len(candidates) != 1:
                 return None  # "here" with no known area: only when the home has just one such device
@@ -139,6 +154,8 @@ class FastPath:
         steps = [(entity, found) for entity in candidates if (found := step(intent, entity, slots)) is not None]
         if not steps or (name is not None and len(steps) != len(candidates)):
             return None
+        if intent in SINGLE_TARGET and len(steps) > 1:
+            return None  # Home Assistant sets one thermostat per command; the agent can ask which
         area = index.areas.get(wanted_area) if wanted_area else None
         spoken_name = len(name.text) if name is not None else 0
         return Plan(
@@ -148,13 +165,20 @@ class FastPath:
             action=steps[0][1][1],
             label=label,
             area=area,
-            rank=(int(name is not None), spoken_name),  # entity names beat areas; longer names win
+            floor=index.floors.get(wanted_floor) if wanted_floor else None,
+            # entity names beat areas and floors; longer names win, then longer area/floor names
+            rank=(int(name is not None), spoken_name, _spoken_place(area_slot, floor_slot)),
         )
+
+
+def _spoken_place(*slots: MatchEntity | None) -> int:
+    """How much of the utterance named the area or floor ("ground floor" beats "ground")."""
+    return max((len(slot.text.strip()) for slot in slots if slot is not None and slot.text), default=0)
 
 
 def _says_more_than_names(text: str, result: RecognizeResult, filler: Iterable[str]) -> bool:
     """Whether the utterance has a word besides the entity/area names, articles and politeness."""
-    for slot in ("name", "area"):
+    for slot in ("name", "area", "floor"):
         entity = result.entities.get(slot)
         if entity is None or not entity.text:
             continue
