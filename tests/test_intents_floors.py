@@ -148,6 +148,11 @@ def test_thermostat_and_fans_on_a_floor(house: FastPath) -> None:
     assert match.calls == [("set_climate", {"entity_id": "climate.study", "temperature": 20})]
     # Two radiators downstairs: Home Assistant sets one thermostat per command, so the agent asks.
     assert house.match("set the ground floor temperature to 20 degrees") is None
+    # Home Assistant's preference: the one on the device's floor, then in its area.
+    lounge = FastPath(make_registry(HOUSE), "en", area="Lounge")
+    assert targets(lounge.match("set the ground floor temperature to 20 degrees")) == ["climate.lounge"]
+    study = FastPath(make_registry(HOUSE), "en", area="Study")
+    assert study.match("set the ground floor temperature to 20 degrees") is None
     match = house.match("set the upstairs fans to 50%")
     assert match is not None
     assert calls(match) == [
@@ -216,3 +221,17 @@ def test_a_house_without_floors_is_as_before() -> None:
     fast = FastPath(make_registry(plain), "en")
     assert fast.match("turn off the lights upstairs") is None
     assert targets(fast.match("turn off the lights in the bathroom")) == ["light.bath_mirror", "light.wc_down"]
+
+
+def test_german_floors() -> None:
+    house = [
+        {"entity_id": "light.buero", "name": "Deckenlicht", "area": "Büro", "floor": "Obergeschoss"},
+        {"entity_id": "light.schlafzimmer", "name": "Stehlampe", "area": "Schlafzimmer", "floor": "Obergeschoss"},
+        {"entity_id": "light.kueche", "name": "Küchenlicht", "area": "Küche", "floor": "Erdgeschoss"},
+    ]
+    de = FastPath(make_registry(house), "de")
+    match = de.match("schalte die Lichter im Obergeschoss aus")
+    assert targets(match) == ["light.buero", "light.schlafzimmer"]
+    assert match is not None
+    assert match.speech == "2 Lichter im Obergeschoss ausgeschaltet."
+    assert de.match("schalte die Lichter im Dachgeschoss aus") is None  # no such floor

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from assistant.fastpath.index import Index, area_key, build_index, device_class, floor_key
 from assistant.fastpath.language import Language, load_language, resolve_language, words
-from assistant.fastpath.mapping import INTENT_DOMAINS, Call, Plan, step
+from assistant.fastpath.mapping import INTENT_DOMAINS, Call, Plan, Step, step
 from assistant.fastpath.phrases import speech
+from assistant.home.entities import Entity
 from assistant.home.registry import Registry
 
 if TYPE_CHECKING:
@@ -155,7 +156,9 @@ class FastPath:
         if not steps or (name is not None and len(steps) != len(candidates)):
             return None
         if intent in SINGLE_TARGET and len(steps) > 1:
-            return None  # Home Assistant sets one thermostat per command; the agent can ask which
+            steps = self._preferred(steps, index)
+            if len(steps) != 1:
+                return None  # Home Assistant sets one thermostat per command; the agent can ask which
         area = index.areas.get(wanted_area) if wanted_area else None
         spoken_name = len(name.text) if name is not None else 0
         return Plan(
@@ -169,6 +172,16 @@ class FastPath:
             # entity names beat areas and floors; longer names win, then longer area/floor names
             rank=(int(name is not None), spoken_name, _spoken_place(area_slot, floor_slot)),
         )
+
+    def _preferred(self, steps: list[tuple[Entity, Step]], index: Index) -> list[tuple[Entity, Step]]:
+        """Of several targets, the ones on the device's floor, then in its area (Home Assistant's preferences)."""
+        here = area_key(self.area)
+        floors = index.area_floors.get(here, set()) if here else set()
+        if len(floors) == 1:
+            steps = [item for item in steps if floor_key(item[0].floor) in floors]
+            if len(steps) < 2:
+                return steps
+        return [item for item in steps if area_key(item[0].area) == here] if here else steps
 
 
 def _spoken_place(*slots: MatchEntity | None) -> int:

@@ -89,6 +89,13 @@ def _en_floor(floor: str) -> str:
     return f" in the {floor}"
 
 
+def _de_floor(floor: str) -> str:
+    """ "im Obergeschoss", "im Keller"; other floor names after "im Stockwerk"."""
+    if " " not in floor.strip() and floor.casefold().endswith(("geschoss", "keller")):
+        return f" im {floor}"
+    return f" im Stockwerk {floor}"
+
+
 _PHRASES: dict[str, _Phrases] = {
     "en": _Phrases(
         actions={
@@ -175,7 +182,7 @@ _PHRASES: dict[str, _Phrases] = {
         one=lambda label, bare: label,
         several="{n} {noun}",
         in_area=" im Bereich {area}",
-        on_floor=" im Stockwerk {}".format,
+        on_floor=_de_floor,
         case=str,
         decimal=",",
         fallback_noun="Geräte",
