@@ -185,8 +185,12 @@ class FastPath:
 
 
 def _spoken_place(*slots: MatchEntity | None) -> int:
-    """How much of the utterance named the area or floor ("ground floor" beats "ground")."""
-    return max((len(slot.text.strip()) for slot in slots if slot is not None and slot.text), default=0)
+    """How much of the utterance named the area or floor ("ground floor" beats "ground").
+
+    A "here" filled in from the device's own area was not said, and counts nothing.
+    """
+    spans = [getattr(slot, "text_span", None) for slot in slots if slot is not None]
+    return max((end - start for start, end in filter(None, spans)), default=0)
 
 
 def _says_more_than_names(text: str, result: RecognizeResult, filler: Iterable[str]) -> bool:
