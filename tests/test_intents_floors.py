@@ -171,6 +171,8 @@ def test_thermostat_and_fans_on_a_floor(house: FastPath) -> None:
         "set the ground floor fans to 50%",  # no fans downstairs
         "turn off the lights in the bathroom",  # a bathroom on each floor: which one?
         "turn off the lights in the basement",  # the Basement area, or the whole Basement floor?
+        "set the brightness in the basement to 50%",  # only an area wording, still the same question
+        "turn off the basement lights",
         "upstairs",  # a mention, not a command
     ],
 )

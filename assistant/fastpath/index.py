@@ -57,6 +57,18 @@ class Index:
         """Whether one area name stands for rooms on several floors ("Bathroom" up and down)."""
         return len(self.area_floors.get(area, ())) > 1
 
+    def area_or_floor(self, key: str) -> bool:
+        """Whether a name said is both an area and a floor that hold different entities.
+
+        "the basement" is then the Basement room or the whole Basement floor; Home Assistant's
+        sentences offer one reading or both depending on the wording, so neither is trusted.
+        """
+        if key not in self.areas or key not in self.floors:
+            return False
+        return any(floor_key(e.floor) == key and area_key(e.area) != key for e in self.exposed.values()) or any(
+            area_key(e.area) == key and floor_key(e.floor) != key for e in self.exposed.values()
+        )
+
 
 def _clean(text: str) -> str:
     """A name or area as hassil sees the utterance: normalised, punctuation stripped."""

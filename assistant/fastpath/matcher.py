@@ -128,6 +128,9 @@ class FastPath:
         if area_slot is not None and area_slot.value != UNKNOWN_AREA:
             wanted_area = str(area_slot.value)
         wanted_floor = str(floor_slot.value) if floor_slot is not None else None
+        for said in (wanted_floor, wanted_area if _spoken_place(area_slot) else None):
+            if said is not None and index.area_or_floor(said):
+                return None  # "the basement": the room or the whole floor?
         if name is not None:
             entity = index.exposed.get(str(name.value))
             if entity is None or (wanted_area is not None and area_key(entity.area) != wanted_area):
