@@ -1,6 +1,6 @@
 """Recognition and ranking: an utterance to at most one confident command, or None.
 
-hassil may read an utterance several ways (a name or an area, one entity or a domain);
+hassil may read an utterance several ways (a name, an area or a floor, one entity or a domain);
 each reading is resolved against the registry, the best-ranked ones are kept, and
 anything ambiguous goes to the chat agent instead.
 """
