@@ -85,3 +85,46 @@ def test_other_requests_and_unexposed_entities_go_to_the_agent(
         assert "intent" not in reply.json()
     assert len(fake.of("chat/completions")) == 2
     mqtt.assert_no_message(f"{site}/door/set", duration=0.3)
+
+
+FLOORS = """
+[[homeassistant.entities]]
+entity_id = "light.landing"
+name = "Landing light"
+area = "Landing"
+floor = "Upstairs"
+command_topic = "{ns}/landing/set"
+
+[[homeassistant.entities]]
+entity_id = "light.study"
+name = "Study lamp"
+area = "Study"
+floor = "Upstairs"
+command_topic = "{ns}/study/set"
+
+[[homeassistant.entities]]
+entity_id = "light.hall"
+name = "Hall light"
+area = "Hall"
+floor = "Ground floor"
+command_topic = "{ns}/hall/set"
+"""
+
+
+def test_a_floor_said_acts_on_the_lights_on_it(
+    fake: FakeOpenAI, mqtt_broker: Broker, mqtt: MqttRecorder, start_daemon: StartDaemon
+) -> None:
+    sections = fast_sections(mqtt_broker, fake)
+    site = sections["device"]["site_id"]
+    _daemon, root = start_daemon(sections, entities=FLOORS, OPENAI_API_KEY="test-key")
+    mqtt.publish(f"{root}/ask", json.dumps({"text": "turn off the lights upstairs", "id": "up"}))
+    reply = mqtt.wait_for(f"{root}/event/reply", timeout=10).json()
+    assert (reply["intent"], reply["text"]) == ("HassTurnOff", "Turned off 2 lights upstairs.")
+    assert [action["ok"] for action in reply["actions"]] == [True, True]
+    assert mqtt.wait_for(f"{site}/landing/set").text == "OFF"
+    assert mqtt.wait_for(f"{site}/study/set").text == "OFF"
+    mqtt.publish(f"{root}/ask", json.dumps({"text": "turn off the lights on the third floor", "id": "third"}))
+    reply = mqtt.wait_for(f"{root}/event/reply", predicate=lambda m: m.json()["id"] == "third", timeout=15).json()
+    assert "intent" not in reply  # no such floor: the chat agent answered
+    assert len(fake.of("chat/completions")) == 1
+    mqtt.assert_no_message(f"{site}/hall/set", duration=0.3)

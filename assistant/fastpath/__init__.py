@@ -1,8 +1,8 @@
 """The local fast path: common home commands recognised offline, without the chat model.
 
 hassil matches an utterance against Home Assistant's own sentence templates for the
-device's language (the home-assistant-intents package), with the ``{name}`` and
-``{area}`` slots filled from the registry's exposed entities, their aliases and areas.
+device's language (the home-assistant-intents package), with the ``{name}``, ``{area}``
+and ``{floor}`` slots filled from the registry's exposed entities, their aliases, areas and floors.
 A recognised intent becomes the tool calls the chat agent would have made (see
 `assistant.agent.tools`), plus a short spoken confirmation. Anything that is not clearly one
 supported command on exposed entities gives None, and the daemon asks the chat agent.

@@ -123,7 +123,8 @@ class Plan:
     action: str
     label: str | None  # the name or alias the user said, as configured
     area: str | None  # the area as configured, when the command named one or meant "here"
-    rank: tuple[int, int]
+    rank: tuple[int, int, int]
+    floor: str | None = None  # the floor as configured, when the command named one
 
     @property
     def intent(self) -> str:

@@ -1,6 +1,6 @@
 """Recognition and ranking: an utterance to at most one confident command, or None.
 
-hassil may read an utterance several ways (a name or an area, one entity or a domain);
+hassil may read an utterance several ways (a name, an area or a floor, one entity or a domain);
 each reading is resolved against the registry, the best-ranked ones are kept, and
 anything ambiguous goes to the chat agent instead.
 """
@@ -13,20 +13,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from assistant.fastpath.index import Index, area_key, build_index, device_class
+from assistant.fastpath.index import Index, area_key, build_index, device_class, floor_key
 from assistant.fastpath.language import Language, load_language, resolve_language, words
-from assistant.fastpath.mapping import INTENT_DOMAINS, Call, Plan, step
+from assistant.fastpath.mapping import INTENT_DOMAINS, Call, Plan, Step, step
 from assistant.fastpath.phrases import speech
+from assistant.home.entities import Entity
 from assistant.home.registry import Registry
 
 if TYPE_CHECKING:
     from hassil import RecognizeResult
+    from hassil.models import MatchEntity
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 200  # longer than any command; not worth matching
 MAX_RESULTS = 64  # recognition results looked at per utterance
 UNKNOWN_AREA = "\x00unknown-area"  # the "here" of "turn off the lights" when the device has no area
+SINGLE_TARGET = {"HassClimateSetTemperature"}  # intents Home Assistant carries out on one entity only
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,8 @@ class FastPath:
         context = {"area": {"value": here, "text": self.area or ""}}
         best: list[Plan] = []
         try:
-            results = recognize_all(text, lang.intents, slot_lists=index.slot_lists, intent_context=context)
+            intents = lang.intents if index.names_a_floor(text) else lang.without_floors
+            results = recognize_all(text, intents, slot_lists=index.slot_lists, intent_context=context)
             for count, result in enumerate(results):
                 if count >= MAX_RESULTS:
                     break
@@ -108,19 +112,30 @@ class FastPath:
         return self._index
 
     def _plan(self, text: str, result: RecognizeResult, index: Index, lang: Language) -> Plan | None:
-        """Resolve one recognition result to tool calls, or None if it does not fit the home."""
+        """Resolve one recognition result to tool calls, or None if it does not fit the home.
+
+        As Home Assistant's intent matching does: a floor keeps the entities whose area is on
+        it, an area the entities in it; a name must also be in the area and on the floor said.
+        """
         if not _says_more_than_names(text, result, lang.filler):
             return None  # a bare "kitchen light" is a mention, not a command
         intent = result.intent.name
         slots = result.entities
         name = slots.get("name")
         area_slot = slots.get("area")
+        floor_slot = slots.get("floor")
         wanted_area: str | None = None
         if area_slot is not None and area_slot.value != UNKNOWN_AREA:
             wanted_area = str(area_slot.value)
+        wanted_floor = str(floor_slot.value) if floor_slot is not None else None
+        for said in (wanted_floor, wanted_area if _spoken_place(area_slot) else None):
+            if said is not None and index.area_or_floor(said):
+                return None  # "the basement": the room or the whole floor?
         if name is not None:
             entity = index.exposed.get(str(name.value))
             if entity is None or (wanted_area is not None and area_key(entity.area) != wanted_area):
+                return None
+            if wanted_floor is not None and floor_key(entity.floor) != wanted_floor:
                 return None
             candidates = [entity]
             label = str((name.metadata or {}).get("label") or entity.name)
@@ -131,7 +146,11 @@ class FastPath:
             class_slot = slots.get("device_class")
             if class_slot is not None:
                 candidates = [e for e in candidates if device_class(e) == class_slot.value]
+            if wanted_floor is not None:
+                candidates = [e for e in candidates if floor_key(e.floor) == wanted_floor]
             if wanted_area is not None:
+                if index.area_is_ambiguous(wanted_area):
+                    return None  # "the bathroom" when there is one on each floor
                 candidates = [e for e in candidates if area_key(e.area) == wanted_area]
             elif area_slot is not None and len(candidates) != 1:
                 return None  # "here" with no known area: only when the home has just one such device
@@ -139,6 +158,10 @@ class FastPath:
         steps = [(entity, found) for entity in candidates if (found := step(intent, entity, slots)) is not None]
         if not steps or (name is not None and len(steps) != len(candidates)):
             return None
+        if intent in SINGLE_TARGET and len(steps) > 1:
+            steps = self._preferred(steps, index)
+            if len(steps) != 1:
+                return None  # Home Assistant sets one thermostat per command; the agent can ask which
         area = index.areas.get(wanted_area) if wanted_area else None
         spoken_name = len(name.text) if name is not None else 0
         return Plan(
@@ -148,13 +171,34 @@ class FastPath:
             action=steps[0][1][1],
             label=label,
             area=area,
-            rank=(int(name is not None), spoken_name),  # entity names beat areas; longer names win
+            floor=index.floors.get(wanted_floor) if wanted_floor else None,
+            # entity names beat areas and floors; longer names win, then longer area/floor names
+            rank=(int(name is not None), spoken_name, _spoken_place(area_slot, floor_slot)),
         )
+
+    def _preferred(self, steps: list[tuple[Entity, Step]], index: Index) -> list[tuple[Entity, Step]]:
+        """Of several targets, the ones on the device's floor, then in its area (Home Assistant's preferences)."""
+        here = area_key(self.area)
+        floors = index.area_floors.get(here, set()) if here else set()
+        if len(floors) == 1:
+            steps = [item for item in steps if floor_key(item[0].floor) in floors]
+            if len(steps) < 2:
+                return steps
+        return [item for item in steps if area_key(item[0].area) == here] if here else steps
+
+
+def _spoken_place(*slots: MatchEntity | None) -> int:
+    """How much of the utterance named the area or floor ("ground floor" beats "ground").
+
+    A "here" filled in from the device's own area was not said, and counts nothing.
+    """
+    spans = [getattr(slot, "text_span", None) for slot in slots if slot is not None]
+    return max((end - start for start, end in filter(None, spans)), default=0)
 
 
 def _says_more_than_names(text: str, result: RecognizeResult, filler: Iterable[str]) -> bool:
     """Whether the utterance has a word besides the entity/area names, articles and politeness."""
-    for slot in ("name", "area"):
+    for slot in ("name", "area", "floor"):
         entity = result.entities.get(slot)
         if entity is None or not entity.text:
             continue

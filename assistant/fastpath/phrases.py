@@ -36,6 +36,7 @@ class _Phrases:
     one: Callable[[str, bool], str]  # (label, is a scene/script) -> the target as spoken
     several: str  # "{n} {noun}"
     in_area: str  # " in the {area}"
+    on_floor: Callable[[str], str]  # a floor as said mid-sentence: " upstairs", " on the first floor"
     case: Callable[[str], str]  # a configured name or area as said mid-sentence
     decimal: str = "."
     fallback_noun: str = "devices"
@@ -68,12 +69,31 @@ class _Phrases:
         text = self.several.format(n=len(plan.targets), noun=self.plurals.get(noun_key, self.fallback_noun))
         if plan.area:
             text += self.in_area.format(area=self.case(plan.area))
+        elif plan.floor:
+            text += self.on_floor(self.case(plan.floor))
         return text
 
 
 def _en_case(label: str) -> str:
     """ "Living Room" -> "living room" mid-sentence; "TV" and "iPad" stay as they are."""
     return " ".join(word.lower() if word.istitle() else word for word in label.split())
+
+
+def _en_floor(floor: str) -> str:
+    """ "upstairs", "on the first floor", "in the basement": English floors take different words."""
+    last = floor.rsplit(maxsplit=1)[-1].casefold() if floor.strip() else ""
+    if last in ("upstairs", "downstairs"):
+        return f" {floor}"
+    if last in ("floor", "level", "storey", "story", "deck", "mezzanine"):
+        return f" on the {floor}"
+    return f" in the {floor}"
+
+
+def _de_floor(floor: str) -> str:
+    """ "im Obergeschoss", "im Keller"; other floor names after "im Stockwerk"."""
+    if " " not in floor.strip() and floor.casefold().endswith(("geschoss", "keller")):
+        return f" im {floor}"
+    return f" im Stockwerk {floor}"
 
 
 _PHRASES: dict[str, _Phrases] = {
@@ -118,6 +138,7 @@ _PHRASES: dict[str, _Phrases] = {
         one=lambda label, bare: label if bare else f"the {label}",
         several="{n} {noun}",
         in_area=" in the {area}",
+        on_floor=_en_floor,
         case=_en_case,
     ),
     "de": _Phrases(
@@ -161,6 +182,7 @@ _PHRASES: dict[str, _Phrases] = {
         one=lambda label, bare: label,
         several="{n} {noun}",
         in_area=" im Bereich {area}",
+        on_floor=_de_floor,
         case=str,
         decimal=",",
         fallback_noun="Geräte",
@@ -206,6 +228,8 @@ def _response(plan: Plan, lang: Language) -> str:
     slots.pop("area", None)  # may be the unknown-area marker
     if plan.area:
         slots["area"] = plan.area
+    if plan.floor:
+        slots["floor"] = plan.floor
     try:
         text = template.render(slots=slots, state=states[0], query={"matched": states, "unmatched": []})
     except (jinja2.TemplateError, TypeError, ValueError, AttributeError):
