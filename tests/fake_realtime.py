@@ -31,8 +31,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +50,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 RATE = 24000
+MODELS = ("gpt-realtime-2.1-mini", "gpt-realtime-2.1", "gpt-4o-mini-transcribe")
 AUDIO_CHUNK_BYTES = 4800  # 100 ms of 24 kHz pcm16 a delta
 RATE_LIMIT = ("rate_limit_exceeded", "Rate limit reached for gpt-realtime-2.1-mini. Please try again in 2s.")
 EXPIRED = ("session_expired", "Your session hit the maximum duration of 60 minutes.")
@@ -88,6 +91,7 @@ class _Session:
     config: dict[str, Any] = field(default_factory=dict)
     buffer: bytearray = field(default_factory=bytearray)
     items: list[dict[str, Any]] = field(default_factory=list)
+    heard: dict[str, str] = field(default_factory=dict)  # audio item id -> what was said in it
     response: asyncio.Task[None] | None = None
     speaking: bool = False  # server VAD: speech under way
     quiet_ms: float = 0.0
@@ -204,7 +208,8 @@ class FakeRealtime:
         async def stop() -> None:
             if self._server is not None:
                 self._server.close()
-                await self._server.wait_closed()
+                with contextlib.suppress(TimeoutError):  # a client that never closes does not hold the tests up
+                    await asyncio.wait_for(self._server.wait_closed(), 3)
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -221,19 +226,28 @@ class FakeRealtime:
             self.handshakes.append((request.path, headers))
         if self.refuse_status is not None:
             return _refuse(connection, self.refuse_status, "rate_limit_exceeded", RATE_LIMIT[1])
+        if re.fullmatch(r"/v1/models|/openai(/deployments/[^/]+)?/models", url.path):  # the credential check (HTTP)
+            if not self._authorized(headers, azure=url.path.startswith("/openai")):
+                return _refuse(connection, 401, "invalid_api_key", "Incorrect API key provided.")
+            models = [{"id": m, "object": "model", "owned_by": "system"} for m in MODELS]
+            return _answer(connection, 200, {"object": "list", "data": models})
         if url.path == "/v1/realtime":
             if not query.get("model"):
                 return _refuse(connection, 400, "missing_model", "Missing required parameter: 'model'.")
-            if headers.get("authorization") != f"Bearer {self.api_key}":
+            if not self._authorized(headers, azure=False):
                 return _refuse(connection, 401, "invalid_api_key", "Incorrect API key provided.")
         elif url.path == "/openai/realtime":
             if not query.get("api-version") or not query.get("deployment"):
                 return _refuse(connection, 400, "missing_parameter", "api-version and deployment are required.")
-            if headers.get("api-key") != self.api_key and headers.get("authorization") != f"Bearer {self.api_key}":
+            if not self._authorized(headers, azure=True):
                 return _refuse(connection, 401, "invalid_api_key", "Access denied due to invalid subscription key.")
         else:
             return _refuse(connection, 404, "not_found", f"No realtime endpoint at {url.path}.")
         return None
+
+    def _authorized(self, headers: dict[str, str], azure: bool) -> bool:
+        bearer = headers.get("authorization") == f"Bearer {self.api_key}"
+        return bearer or (azure and headers.get("api-key") == self.api_key)
 
     # --- a connection ----------------------------------------------------------
 
@@ -356,6 +370,7 @@ class FakeRealtime:
             "status": "completed",
             "content": [{"type": "input_audio", "transcript": None}],
         }
+        session.heard[item["id"]] = self.transcript
         previous = session.items[-1]["id"] if session.items else None
         seconds = len(session.buffer) / 2 / RATE
         session.buffer.clear()
@@ -374,7 +389,8 @@ class FakeRealtime:
             for piece in _pieces(text):
                 delta = {"item_id": item["id"], "content_index": 0, "delta": piece}
                 await self._send(session, ws, {"type": "conversation.item.input_audio_transcription.delta", **delta})
-            done = {"item_id": item["id"], "content_index": 0, "transcript": text}
+            usage = {"type": "duration", "seconds": round(item["audio_seconds"], 2)}
+            done = {"item_id": item["id"], "content_index": 0, "transcript": text, "usage": usage}
             await self._send(session, ws, {"type": "conversation.item.input_audio_transcription.completed", **done})
 
     async def _add_item(self, session: _Session, ws: ServerConnection, item: dict[str, Any]) -> None:
@@ -385,7 +401,13 @@ class FakeRealtime:
 
     def _reply(self, session: _Session) -> RealtimeReply:
         if self.responder is not None:
-            return self.responder(session.items)
+            # the model hears audio itself: the responder sees each audio item's "heard" text at once,
+            # while the transcription events follow asynchronously as upstream
+            items = copy.deepcopy(session.items)
+            for item in items:
+                if item["id"] in session.heard:
+                    item["content"][0]["heard"] = session.heard[item["id"]]
+            return self.responder(items)
         return self.script.pop(0) if self.script else RealtimeReply(text="OK.")
 
     async def _respond(self, session: _Session, ws: ServerConnection) -> None:
@@ -445,7 +467,8 @@ class FakeRealtime:
         ids = {"item_id": item["id"], "call_id": item["call_id"], **where}
         for piece in _thirds(text):
             await self._send(session, ws, {"type": "response.function_call_arguments.delta", **ids, "delta": piece})
-        await self._send(session, ws, {"type": "response.function_call_arguments.done", **ids, "arguments": text})
+        done = {"type": "response.function_call_arguments.done", **ids, "name": name, "arguments": text}
+        await self._send(session, ws, done)
         item |= {"arguments": text, "status": "completed"}
         await self._send(session, ws, {"type": "response.output_item.done", **where, "item": item})
         session.items.append(item)
@@ -490,10 +513,17 @@ class FakeRealtime:
             await ws.close(1000, "session expired")
 
 
+def _answer(connection: ServerConnection, status: int, body: dict[str, Any]) -> Response:
+    text = json.dumps(body)
+    response = connection.respond(status, text)
+    response.headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(text.encode())))])
+    return response
+
+
 def _refuse(connection: ServerConnection, status: int, code: str, message: str) -> Response:
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "code": code}})
-    response = connection.respond(status, body)
-    response.headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    response = _answer(
+        connection, status, {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+    )
     if status == 429:
         response.headers["Retry-After"] = "1"
     return response

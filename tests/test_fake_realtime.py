@@ -258,3 +258,14 @@ def test_beta_session_shape_is_refused(realtime: FakeRealtime) -> None:
             return await until(conn, "error")
 
     assert "voice" in asyncio.run(run())[-1].error.message
+
+
+def test_model_list_answers_the_credential_check(realtime: FakeRealtime) -> None:
+    async def run() -> list[str]:
+        async with openai_client(realtime) as good, openai_client(realtime, key="wrong") as bad:
+            models = await good.models.list()
+            with pytest.raises(openai.AuthenticationError):
+                await bad.models.list()
+        return [m.id for m in models.data]
+
+    assert "gpt-realtime-2.1-mini" in asyncio.run(run())

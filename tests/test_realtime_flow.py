@@ -1,0 +1,257 @@
+"""The Realtime mode as a user meets it: speech into the virtual microphone, `assistant run` as a
+subprocess, the real broker, the SDK's realtime client against the local Realtime server, and the
+reply heard on the virtual speaker; OpenAI and Azure URL shapes, barge-in, and faults."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from daemon import Daemon, base_sections
+from fake_openai import FakeOpenAI, synth_pcm
+from fake_realtime import FakeRealtime, RealtimeReply
+from support import (
+    Broker,
+    MqttRecorder,
+    PulseAudio,
+    SpeakerRecorder,
+    SpeechFactory,
+    correlate,
+    read_wav,
+    speech_wav,
+)
+from test_flow import assert_spoken
+from test_wake import WAKE, wake_then
+
+from assistant.daemon.turns import APOLOGY
+
+StartDaemon = Callable[..., tuple[Daemon, str]]
+REQUEST = "turn on the kitchen light"
+ANSWER = "The kitchen light is on."
+STORY = "Once upon a time there was a small house with a kitchen light that nobody ever switched off. " * 3
+
+
+@pytest.fixture(scope="module")
+def realtime_server() -> Iterator[FakeRealtime]:
+    with FakeRealtime() as server:
+        yield server
+
+
+@pytest.fixture
+def rt(realtime_server: FakeRealtime) -> FakeRealtime:
+    realtime_server.reset()
+    return realtime_server
+
+
+def kitchen(items: list[dict[str, Any]]) -> RealtimeReply:
+    """A scripted speech-to-speech model: switches the kitchen light on when asked, then says so."""
+    if items[-1]["type"] == "function_call_output":
+        return RealtimeReply(text=ANSWER)
+    if items[-1].get("content", [{}])[0].get("heard") == REQUEST:
+        return RealtimeReply(tool_calls=[("turn_on", {"entity_id": "light.kitchen"})])
+    return RealtimeReply(text=STORY)
+
+
+def openai_sections(broker: Broker, fake: FakeOpenAI, rt: FakeRealtime) -> dict[str, dict[str, Any]]:
+    sections = base_sections(broker.port, fake.url)
+    sections["realtime"] = {"enabled": True, "base_url": rt.openai_url}
+    return sections
+
+
+def azure_sections(broker: Broker, fake: FakeOpenAI, rt: FakeRealtime) -> dict[str, dict[str, Any]]:
+    sections = base_sections(broker.port, fake.url)
+    sections["openai"] = {"provider": "azure", "azure_endpoint": fake.url, "api_version": "2024-10-21"}
+    sections["stt"] = {"deployment": "whisper-eu"}
+    sections["agent"] |= {"deployment": "chat-eu"}
+    sections["tts"] |= {"deployment": "voice-eu"}
+    sections["realtime"] = {
+        "enabled": True,
+        "azure_endpoint": rt.azure_url,
+        "deployment": "realtime-eu",
+        "api_version": "2025-08-28",
+    }
+    return sections
+
+
+def spoken_kitchen_turn(
+    rt: FakeRealtime,
+    fake: FakeOpenAI,
+    mqtt: MqttRecorder,
+    pulse: PulseAudio,
+    speaker: SpeakerRecorder,
+    speech: SpeechFactory,
+    root: str,
+    ns: str,
+) -> None:
+    """Say the request; the light goes on, the answer is published and heard, nothing else went upstream."""
+    wav = speech(REQUEST)
+    rt.transcript = REQUEST
+    rt.responder = kitchen
+    pulse.play_into_mic(wav, wait=False)
+    assert mqtt.wait_for(f"{ns}/kitchen/light/set", timeout=30).text == "ON"
+    transcript = mqtt.wait_for(f"{root}/event/transcript", timeout=10).json()
+    assert transcript["text"] == REQUEST
+    reply = mqtt.wait_for(f"{root}/event/reply", timeout=10).json()
+    assert (reply["text"], reply["request"], reply["id"]) == (ANSWER, REQUEST, transcript["id"])
+    assert [(a["tool"], a["entity_id"], a["status"]) for a in reply["actions"]] == [
+        ("turn_on", "light.kitchen", "done")
+    ]
+    action = mqtt.wait_for(f"{root}/event/action", timeout=5).json()
+    assert action["ok"] is True and action["id"] == reply["id"]
+    assert_spoken(speaker, ANSWER)
+
+    # upstream: one session, set up like the chat agent, that heard the request and only it
+    update = rt.of("session.update")[0].event["session"]
+    assert update["type"] == "realtime" and "Kitchen: light.kitchen" in update["instructions"]
+    assert [t["name"] for t in update["tools"]] == ["turn_on", "turn_off", "get_state", "find_entities"]
+    assert update["audio"]["input"]["turn_detection"] is None
+    assert update["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    appended = sum(len(base64.b64decode(e.event["audio"])) for e in rt.of("input_audio_buffer.append")) / 48000
+    clears = rt.of("input_audio_buffer.clear")
+    since_clear = [e for e in rt.of("input_audio_buffer.append") if e.t > clears[-1].t] if clears else []
+    heard_s = sum(len(base64.b64decode(e.event["audio"])) for e in since_clear) / 48000 if clears else appended
+    spoken_s = len(read_wav(wav)[0]) / 16000 - 2.5  # the WAV is padded with 1.0 s + 1.5 s of silence
+    assert spoken_s <= heard_s <= spoken_s + 1.5, (spoken_s, heard_s)
+    assert len(rt.of("input_audio_buffer.commit")) == 1 and len(rt.of("response.create")) == 2
+    outputs = [e.event["item"] for e in rt.of("conversation.item.create")]
+    assert outputs[-1]["type"] == "function_call_output" and json.loads(outputs[-1]["output"])["result"] == "done"
+    # the classic pipeline was not used for it
+    assert fake.of("audio/transcriptions") == [] and fake.of("chat/completions") == []
+    assert fake.of("audio/speech") == []
+    states = [m.text for m in mqtt.messages(f"{root}/state")]
+    for state in ("listening", "transcribing", "thinking", "speaking", "idle"):
+        assert state in states, states
+
+
+def test_spoken_request_in_realtime_mode_openai(
+    rt: FakeRealtime,
+    fake: FakeOpenAI,
+    mqtt_broker: Broker,
+    mqtt: MqttRecorder,
+    pulse: PulseAudio,
+    speaker: SpeakerRecorder,
+    speech: SpeechFactory,
+    start_daemon: StartDaemon,
+) -> None:
+    sections = openai_sections(mqtt_broker, fake, rt)
+    _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
+    spoken_kitchen_turn(rt, fake, mqtt, pulse, speaker, speech, root, sections["device"]["site_id"])
+    session = rt.of("session.update")[0]
+    assert session.path == "/v1/realtime" and session.query == {"model": "gpt-realtime-2.1-mini"}
+    assert session.headers["authorization"] == "Bearer test-key"
+
+
+def test_spoken_request_in_realtime_mode_azure(
+    rt: FakeRealtime,
+    fake: FakeOpenAI,
+    mqtt_broker: Broker,
+    mqtt: MqttRecorder,
+    pulse: PulseAudio,
+    speaker: SpeakerRecorder,
+    speech: SpeechFactory,
+    start_daemon: StartDaemon,
+) -> None:
+    sections = azure_sections(mqtt_broker, fake, rt)
+    _daemon, root = start_daemon(sections, AZURE_OPENAI_API_KEY="test-key")
+    spoken_kitchen_turn(rt, fake, mqtt, pulse, speaker, speech, root, sections["device"]["site_id"])
+    session = rt.of("session.update")[0]
+    assert session.path == "/openai/realtime"
+    assert session.query == {"api-version": "2025-08-28", "deployment": "realtime-eu"}
+    assert session.headers["api-key"] == "test-key" and "authorization" not in session.headers
+
+
+def test_wake_word_during_the_reply_cancels_and_truncates(
+    tmp_path: Path,
+    rt: FakeRealtime,
+    fake: FakeOpenAI,
+    mqtt_broker: Broker,
+    mqtt: MqttRecorder,
+    pulse: PulseAudio,
+    speaker: SpeakerRecorder,
+    start_daemon: StartDaemon,
+) -> None:
+    sections = openai_sections(mqtt_broker, fake, rt)
+    sections["wake"] = {"mode": "wakeword", "model": "hey_mycroft"}
+    _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
+    rt.responder = kitchen
+    rt.audio_chunk_delay_s = 0.1  # the story streams at about the pace it is spoken, as upstream
+    rt.transcript = "tell me a story"
+    pulse.play_into_mic(wake_then(tmp_path, "tell me a story"), wait=False)
+    speaking = mqtt.wait_for(f"{root}/state", predicate=lambda m: m.text == "speaking", timeout=30)
+    speaker.wait_for_sound(threshold=1000, timeout=10)
+    rt.transcript = REQUEST
+    pulse.play_into_mic(wake_then(tmp_path, REQUEST), wait=False)
+    wake = mqtt.wait_for(f"{root}/event/wake", predicate=lambda m: m.time > speaking.time, timeout=20)
+    quiet_at = speaker.wait_for_silence(threshold=1000, silence=0.3, timeout=5, since=wake.time)
+    assert quiet_at - 0.3 - wake.time < 0.5, f"still speaking {quiet_at - 0.3 - wake.time:.2f} s after the wake word"
+    # the story's response was cancelled and cut where it stopped being heard
+    cancel = rt.wait_for("response.cancel")[0]
+    truncate = rt.wait_for("conversation.item.truncate")[0]
+    assert truncate.connection == cancel.connection
+    story_s = len(read_wav(speech_wav(STORY, tmp_path / "story.wav", pad_before=0, pad_after=0))[0]) / 16000
+    assert 0 < truncate.event["audio_end_ms"] < story_s * 1000
+    # and the new request is answered by a new session
+    assert mqtt.wait_for(f"{sections['device']['site_id']}/kitchen/light/set", timeout=30).text == "ON"
+    reply = mqtt.wait_for(f"{root}/event/reply", predicate=lambda m: m.json()["text"] == ANSWER, timeout=10)
+    assert reply.json()["id"] == wake.json()["id"]
+    assert rt.of("session.update")[-1].connection != cancel.connection
+    phrase, _voice, _wpm = WAKE
+    assert phrase not in " ".join(m.json()["request"] for m in mqtt.messages(f"{root}/event/reply"))
+
+
+@pytest.mark.parametrize("fault", ["dropped", "refused_429", "rate_limited"])
+def test_a_failed_session_apologises_and_the_next_turn_works(
+    fault: str,
+    rt: FakeRealtime,
+    fake: FakeOpenAI,
+    mqtt_broker: Broker,
+    mqtt: MqttRecorder,
+    pulse: PulseAudio,
+    speaker: SpeakerRecorder,
+    speech: SpeechFactory,
+    start_daemon: StartDaemon,
+) -> None:
+    sections = openai_sections(mqtt_broker, fake, rt)
+    _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
+    rt.transcript = REQUEST
+    rt.responder = kitchen
+    if fault == "dropped":
+        rt.drop_at("response.output_audio.delta")
+    elif fault == "refused_429":
+        rt.refuse_status = 429
+    else:
+        rt.fail_next_response()
+    pulse.play_into_mic(speech(REQUEST), wait=False)
+    error = mqtt.wait_for(f"{root}/event/error", timeout=30).json()
+    assert error["code"] == "api_error" and error["message"].startswith("realtime: ")
+    expected = {"dropped": "dropped", "refused_429": "HTTP 429", "rate_limited": "rate_limit_exceeded"}[fault]
+    assert expected in error["message"]
+    reply = mqtt.wait_for(f"{root}/event/reply", timeout=10).json()
+    assert reply["id"] == error["id"] and reply["text"].endswith(APOLOGY)
+    assert_spoken(speaker, APOLOGY)  # in the [tts] voice: the session is what failed
+    assert " ".join(r.json["input"] for r in fake.of("audio/speech") if r.json) == APOLOGY  # sentence by sentence
+    mqtt.wait_for(f"{root}/state", predicate=lambda m: m.text == "idle" and m.time > error_time(mqtt, root), timeout=10)
+
+    rt.refuse_status = None
+    mqtt.clear()
+    since = time.monotonic()
+    pulse.play_into_mic(speech(REQUEST), wait=False)
+    reply = mqtt.wait_for(f"{root}/event/reply", timeout=30).json()
+    assert reply["text"] == ANSWER and reply["request"] == REQUEST
+    speaker.wait_for_sound(threshold=1000, timeout=20, since=since)
+    speaker.wait_for_silence(silence=0.5, timeout=20, since=since)
+    reference = np.frombuffer(synth_pcm(ANSWER, rate=16000), dtype=np.int16)
+    score, _lag = correlate(speaker.samples()[speaker.sample_index_at(since) :], reference)
+    assert score > 0.5, f"the next turn's answer was not heard (correlation {score:.2f})"
+
+
+def error_time(mqtt: MqttRecorder, root: str) -> float:
+    last = mqtt.last(f"{root}/event/error")
+    assert last is not None
+    return last.time
