@@ -125,6 +125,7 @@ class FakeRealtime:
         self._sessions: dict[int, tuple[_Session, ServerConnection]] = {}
         self._lock = threading.Lock()
         self._connections = 0
+        self._speech: dict[str, bytes] = {}  # espeak-ng renderings, kept: synthesis is not the server's delay
         self.reset()
 
     # --- control, from the test thread ----------------------------------------
@@ -133,7 +134,7 @@ class FakeRealtime:
         """Forget events, script, faults and delays."""
         with self._lock:
             self.events: list[Recorded] = []
-            self.sent: list[tuple[int, dict[str, Any]]] = []  # (connection, server event) in order
+            self.sent: list[tuple[int, dict[str, Any], float]] = []  # (connection, server event, monotonic time)
             self.handshakes: list[tuple[str, dict[str, str]]] = []  # (path with query, headers) of every attempt
         self.script: list[RealtimeReply] = []
         self.responder: Callable[[list[dict[str, Any]]], RealtimeReply] | None = None
@@ -143,15 +144,16 @@ class FakeRealtime:
         self.transcription_delay_s = 0.0
         self.refuse_status: int | None = None  # answer every handshake with this status
         self._response_faults: list[tuple[str, str, str]] = []  # (how, code, message)
-        self._drops: list[str] = []  # server event types at which to cut the socket (once each)
+        self._drops: list[tuple[str, str]] = []  # (server event type, "drop" or "expire"), once each
 
     def fail_next_response(self, code: str = RATE_LIMIT[0], message: str = RATE_LIMIT[1], how: str = "failed") -> None:
         """The next response.create fails: ``how`` "failed" (response.done failed) or "error" (an error event)."""
         self._response_faults.append((how, code, message))
 
-    def drop_at(self, event_type: str) -> None:
-        """Cut the socket (no close frame) instead of sending the next server event of this type."""
-        self._drops.append(event_type)
+    def drop_at(self, event_type: str, how: str = "drop") -> None:
+        """Instead of the next server event of this type: cut the socket (no close frame), or
+        with ``how="expire"`` end the session as at its time limit (an error, then a close)."""
+        self._drops.append((event_type, how))
 
     def expire(self) -> None:
         """End every open session as the real server does at its time limit: an error, then a close."""
@@ -166,7 +168,12 @@ class FakeRealtime:
     def server_events(self, event_type: str) -> list[dict[str, Any]]:
         """The server events of one type sent so far."""
         with self._lock:
-            return [event for _n, event in self.sent if event["type"] == event_type]
+            return [event for _n, event, _t in self.sent if event["type"] == event_type]
+
+    def sent_at(self, event_type: str) -> list[float]:
+        """When each server event of one type was sent (time.monotonic())."""
+        with self._lock:
+            return [t for _n, event, t in self.sent if event["type"] == event_type]
 
     def wait_for(self, event_type: str, count: int = 1, timeout: float = 10.0) -> list[Recorded]:
         """Until at least `count` client events of this type have arrived."""
@@ -277,12 +284,16 @@ class FakeRealtime:
 
     async def _send(self, session: _Session, ws: ServerConnection, event: dict[str, Any]) -> None:
         event = {"event_id": session.new_id("event"), **event}
-        if event["type"] in self._drops:
-            self._drops.remove(event["type"])
-            ws.transport.abort()  # no close frame: as a network that went away
+        fault = next((f for f in self._drops if f[0] == event["type"]), None)
+        if fault is not None:
+            self._drops.remove(fault)
+            if fault[1] == "expire":
+                await self._expire(session, ws)
+            else:
+                ws.transport.abort()  # no close frame: as a network that went away
             raise ConnectionClosed(None, None)
         with self._lock:
-            self.sent.append((session.number, event))
+            self.sent.append((session.number, event, time.monotonic()))
         await ws.send(json.dumps(event))
 
     async def _error(self, session: _Session, ws: ServerConnection, code: str, message: str, cause: Any = None) -> None:
@@ -315,7 +326,12 @@ class FakeRealtime:
             await self._send(session, ws, {"type": "input_audio_buffer.cleared"})
         elif kind == "conversation.item.create":
             item = {"id": session.new_id("item"), **event["item"], "status": "completed"}
-            await self._add_item(session, ws, item)
+            after = event.get("previous_item_id")
+            known = [i["id"] for i in session.items]
+            if after is not None and after != "root" and after not in known:
+                await self._error(session, ws, "item_not_found", f"no item {after!r} to add after", cause)
+                return
+            await self._add_item(session, ws, item, after)
         elif kind == "conversation.item.truncate":
             await self._send(
                 session,
@@ -393,9 +409,14 @@ class FakeRealtime:
             done = {"item_id": item["id"], "content_index": 0, "transcript": text, "usage": usage}
             await self._send(session, ws, {"type": "conversation.item.input_audio_transcription.completed", **done})
 
-    async def _add_item(self, session: _Session, ws: ServerConnection, item: dict[str, Any]) -> None:
-        previous = session.items[-1]["id"] if session.items else None
-        session.items.append(item)
+    async def _add_item(
+        self, session: _Session, ws: ServerConnection, item: dict[str, Any], after: str | None = None
+    ) -> None:
+        """Add an item at the end, or after `after` ("root": first), as conversation.item.create may ask."""
+        ids = [i["id"] for i in session.items]
+        at = len(ids) if after is None else 0 if after == "root" else ids.index(after) + 1
+        previous = session.items[at - 1]["id"] if at > 0 else None
+        session.items.insert(at, item)
         for kind in ("conversation.item.added", "conversation.item.done"):
             await self._send(session, ws, {"type": kind, "previous_item_id": previous, "item": item})
 
@@ -412,6 +433,7 @@ class FakeRealtime:
 
     async def _respond(self, session: _Session, ws: ServerConnection) -> None:
         """One response: audio with its transcript, or function calls, then response.done."""
+        started = time.monotonic()
         response: dict[str, Any] = {"id": session.new_id("resp"), "object": "realtime.response", "output": []}
         response["status"] = "in_progress"
         output: list[dict[str, Any]] = response["output"]
@@ -425,7 +447,7 @@ class FakeRealtime:
             for name, arguments in reply.tool_calls:
                 await self._function_call(session, ws, response["id"], name, arguments, output)
             if reply.text:
-                await self._speak(session, ws, response["id"], reply.text, output)
+                await self._speak(session, ws, response["id"], reply.text, output, started)
             response["status"] = "completed"
         except asyncio.CancelledError:
             response["status"] = "cancelled"
@@ -474,8 +496,15 @@ class FakeRealtime:
         session.items.append(item)
 
     async def _speak(
-        self, session: _Session, ws: ServerConnection, response_id: str, text: str, output: list[dict[str, Any]]
+        self,
+        session: _Session,
+        ws: ServerConnection,
+        response_id: str,
+        text: str,
+        output: list[dict[str, Any]],
+        started: float,
     ) -> None:
+        """The reply's audio (first delta `first_audio_delay_s` after the response started) and transcript."""
         item: dict[str, Any] = {"id": session.new_id("item"), "type": "message", "role": "assistant", "content": []}
         output.append(item)
         where = {"response_id": response_id, "item_id": item["id"], "output_index": 0, "content_index": 0}
@@ -484,8 +513,10 @@ class FakeRealtime:
         await self._send(session, ws, {"type": "response.content_part.added", **where, "part": part})
         session.items.append(item)
         item["content"].append(part)
-        pcm = await asyncio.to_thread(synth_pcm, text, RATE)
-        await asyncio.sleep(self.first_audio_delay_s)
+        if text not in self._speech:
+            self._speech[text] = await asyncio.to_thread(synth_pcm, text, RATE)
+        pcm = self._speech[text]
+        await asyncio.sleep(max(0.0, started + self.first_audio_delay_s - time.monotonic()))
         chunks = [pcm[i : i + AUDIO_CHUNK_BYTES] for i in range(0, len(pcm), AUDIO_CHUNK_BYTES)]
         words = _pieces(text)
         for index, chunk in enumerate(chunks):

@@ -269,3 +269,26 @@ def test_model_list_answers_the_credential_check(realtime: FakeRealtime) -> None
         return [m.id for m in models.data]
 
     assert "gpt-realtime-2.1-mini" in asyncio.run(run())
+
+
+def test_expiry_at_an_event_and_the_first_audio_delay(realtime: FakeRealtime) -> None:
+    realtime.first_audio_delay_s = 0.3
+    realtime.script.append(RealtimeReply(text="Hi."))
+
+    async def timed() -> None:
+        async with openai_client(realtime).realtime.connect(model=MODEL) as conn:
+            await conn.response.create()
+            await until(conn, "response.done")
+
+    asyncio.run(timed())
+    first_audio = realtime.sent_at("response.output_audio.delta")[0] - realtime.sent_at("response.created")[0]
+    assert 0.3 <= first_audio < 0.5
+    realtime.drop_at("response.created", how="expire")
+
+    async def expired() -> list[Any]:
+        async with openai_client(realtime).realtime.connect(model=MODEL) as conn:
+            await conn.response.create()
+            return [event async for event in conn]  # an error, then the server closes the session
+
+    events = asyncio.run(expired())
+    assert [e.type for e in events] == ["session.created", "error"] and events[-1].error.code == "session_expired"

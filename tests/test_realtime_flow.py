@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from daemon import Daemon, base_sections
-from fake_openai import FakeOpenAI, synth_pcm
+from fake_openai import ChatReply, FakeOpenAI, synth_pcm
 from fake_realtime import FakeRealtime, RealtimeReply
 from support import (
     Broker,
@@ -201,11 +201,23 @@ def test_wake_word_during_the_reply_cancels_and_truncates(
     reply = mqtt.wait_for(f"{root}/event/reply", predicate=lambda m: m.json()["text"] == ANSWER, timeout=10)
     assert reply.json()["id"] == wake.json()["id"]
     assert rt.of("session.update")[-1].connection != cancel.connection
+    # the new session was given the story as far as it was heard, not the whole of it
+    second = rt.of("session.update")[-1].connection
+    created = [e.event for e in rt.of("conversation.item.create") if e.connection == second]
+    assert created[0]["previous_item_id"] == "root"  # remembered turns go first, before the request
+    history = [{k: v for k, v in e["item"].items() if k != "id"} for e in created]
+    assert history[0] == {
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_text", "text": "tell me a story"}],
+    }
+    told = history[1]["content"][0]["text"]
+    assert history[1]["role"] == "assistant" and STORY.startswith(told) and 0 < len(told) < len(STORY.strip())
     phrase, _voice, _wpm = WAKE
     assert phrase not in " ".join(m.json()["request"] for m in mqtt.messages(f"{root}/event/reply"))
 
 
-@pytest.mark.parametrize("fault", ["dropped", "refused_429", "rate_limited"])
+@pytest.mark.parametrize("fault", ["dropped", "refused_429", "rate_limited", "expired"])
 def test_a_failed_session_apologises_and_the_next_turn_works(
     fault: str,
     rt: FakeRealtime,
@@ -225,12 +237,19 @@ def test_a_failed_session_apologises_and_the_next_turn_works(
         rt.drop_at("response.output_audio.delta")
     elif fault == "refused_429":
         rt.refuse_status = 429
+    elif fault == "expired":
+        rt.drop_at("response.created", how="expire")
     else:
         rt.fail_next_response()
     pulse.play_into_mic(speech(REQUEST), wait=False)
     error = mqtt.wait_for(f"{root}/event/error", timeout=30).json()
     assert error["code"] == "api_error" and error["message"].startswith("realtime: ")
-    expected = {"dropped": "dropped", "refused_429": "HTTP 429", "rate_limited": "rate_limit_exceeded"}[fault]
+    expected = {
+        "dropped": "dropped",
+        "refused_429": "HTTP 429",
+        "rate_limited": "rate_limit_exceeded",
+        "expired": "session_expired",
+    }[fault]
     assert expected in error["message"]
     reply = mqtt.wait_for(f"{root}/event/reply", timeout=10).json()
     assert reply["id"] == error["id"] and reply["text"].endswith(APOLOGY)
@@ -255,3 +274,62 @@ def error_time(mqtt: MqttRecorder, root: str) -> float:
     last = mqtt.last(f"{root}/event/error")
     assert last is not None
     return last.time
+
+
+def test_server_turn_detection_ends_the_request(
+    rt: FakeRealtime,
+    fake: FakeOpenAI,
+    mqtt_broker: Broker,
+    mqtt: MqttRecorder,
+    pulse: PulseAudio,
+    speaker: SpeakerRecorder,
+    speech: SpeechFactory,
+    start_daemon: StartDaemon,
+) -> None:
+    sections = openai_sections(mqtt_broker, fake, rt)
+    sections["vad"] = {"silence_ms": 2500, "min_utterance_ms": 200}  # our own segmenter would wait long
+    sections["realtime"] |= {"turn_detection": "server", "server_silence_ms": 400}
+    _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
+    rt.transcript = REQUEST
+    rt.responder = kitchen
+    pulse.play_into_mic(speech(REQUEST), wait=False)
+    assert mqtt.wait_for(f"{sections['device']['site_id']}/kitchen/light/set", timeout=30).text == "ON"
+    reply = mqtt.wait_for(f"{root}/event/reply", timeout=10).json()
+    assert (reply["text"], reply["request"]) == (ANSWER, REQUEST)
+    assert_spoken(speaker, ANSWER)
+    detection = rt.of("session.update")[0].event["session"]["audio"]["input"]["turn_detection"]
+    assert detection == {
+        "type": "server_vad",
+        "silence_duration_ms": 400,
+        "create_response": True,
+        "interrupt_response": False,
+    }
+    # the server ended the request and answered by itself: we only asked for the tool round's answer
+    assert rt.of("input_audio_buffer.commit") == [] and len(rt.of("response.create")) == 1
+    committed = rt.sent_at("input_audio_buffer.committed")[0]
+    transcribing = mqtt.wait_for(f"{root}/state", predicate=lambda m: m.text == "transcribing").time
+    assert transcribing - committed < 1.0, "the listener did not end the utterance when the server did"
+
+
+def test_typed_ask_and_say_keep_the_chat_agent_and_the_tts_voice(
+    rt: FakeRealtime,
+    fake: FakeOpenAI,
+    mqtt_broker: Broker,
+    mqtt: MqttRecorder,
+    speaker: SpeakerRecorder,
+    start_daemon: StartDaemon,
+) -> None:
+    sections = openai_sections(mqtt_broker, fake, rt)
+    _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
+    fake.script.append(ChatReply(text="Hello from the chat agent."))
+    mqtt.publish(f"{root}/ask", json.dumps({"text": "hello", "id": "a1", "speak": True}))
+    reply = mqtt.wait_for(f"{root}/event/reply", timeout=15).json()
+    assert (reply["id"], reply["text"]) == ("a1", "Hello from the chat agent.")
+    assert_spoken(speaker, "Hello from the chat agent.")
+    asked = time.monotonic()
+    mqtt.publish(f"{root}/say", json.dumps({"text": "Dinner is ready.", "id": "s1"}))
+    mqtt.wait_for(f"{root}/state", predicate=lambda m: m.text == "speaking" and m.time > asked, timeout=15)
+    mqtt.wait_for(f"{root}/state", predicate=lambda m: m.text == "idle" and m.time > asked, timeout=15)
+    assert [r.json["input"] for r in fake.of("audio/speech") if r.json][-1] == "Dinner is ready."
+    assert len(fake.of("chat/completions")) == 1
+    assert [path for path, _headers in rt.handshakes if "/realtime" in path] == []  # no session for either

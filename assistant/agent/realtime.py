@@ -166,7 +166,7 @@ class Session:
         tools = agent.tools() if agent.config.control_home_assistant else []
         self.tools = {tool.name: tool for tool in tools}
         self.settings = session_settings(config, agent.instructions(), tools)
-        self.history = history_items(agent.memory.history(conversation_id))
+        self.conversation_id = conversation_id
         self.resampler = Resampler(input_rate, RATE) if input_rate != RATE else None
         self.on_server_commit = on_server_commit
         self.outgoing: asyncio.Queue[str | None] = asyncio.Queue()
@@ -193,8 +193,6 @@ class Session:
         try:
             async with self.connect() as conn:
                 await conn.send_raw(json.dumps({"type": "session.update", "session": self.settings}))
-                for item in self.history:
-                    await conn.send_raw(json.dumps({"type": "conversation.item.create", "item": item}))
                 sender = asyncio.create_task(self._send(conn))
                 try:
                     async for event in conn:
@@ -247,6 +245,7 @@ class Session:
 
         Raises RealtimeFailure; `self.answer` then holds what was done and said before it.
         """
+        self.recall()
         if self.config.turn_detection == "server":
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.server_committed.wait(), SERVER_COMMIT_WAIT_S)
@@ -273,6 +272,20 @@ class Session:
                     while answer.transcript is None:
                         self._take(await self._next(), on_audio, on_transcript, [])
         return answer
+
+    def recall(self) -> None:
+        """The remembered turns, put first in the conversation (before the request, even if already committed).
+
+        Read when the turn starts, not when the session opened: a reply cut by a barge-in is
+        remembered as heard just before the request that cut it is answered.
+        """
+        previous = "root"
+        for number, item in enumerate(history_items(self.agent.memory.history(self.conversation_id))):
+            item_id = f"memory_{id(self):x}_{number}"[-32:]
+            self.send(
+                {"type": "conversation.item.create", "previous_item_id": previous, "item": {"id": item_id, **item}}
+            )
+            previous = item_id
 
     async def _next(self) -> RealtimeServerEvent:
         event = await self.incoming.get()
