@@ -114,6 +114,8 @@ class RealtimeVoice:
         session, self.pending = self.pending, None
         if self.idle is not None:
             self.idle.cancel()
+        if session is not None:
+            session.on_server_commit = None  # its request has ended: a late commit must not end the next one
         return session
 
     def _unused(self) -> None:
