@@ -455,7 +455,16 @@ class FakeRealtime:
         except ConnectionClosed:
             return
         with contextlib.suppress(ConnectionClosed):
-            usage = {"total_tokens": 0, "input_tokens": 0, "output_tokens": 0}
+            heard = sum(len(json.dumps(item)) for item in session.items) // 4  # about 4 characters a token
+            said = (
+                sum(len(item.get("arguments", "")) + len(json.dumps(item.get("content", ""))) for item in output) // 4
+            )
+            usage = {
+                "total_tokens": heard + said,
+                "input_tokens": heard,
+                "output_tokens": said,
+                "input_token_details": {"cached_tokens": 0, "text_tokens": heard, "audio_tokens": 0},
+            }
             await self._send(session, ws, {"type": "response.done", "response": {**response, "usage": usage}})
 
     async def _fail(

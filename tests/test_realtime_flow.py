@@ -99,6 +99,10 @@ def spoken_kitchen_turn(
     assert transcript["text"] == REQUEST
     reply = mqtt.wait_for(f"{root}/event/reply", timeout=10).json()
     assert (reply["text"], reply["request"], reply["id"]) == (ANSWER, REQUEST, transcript["id"])
+    usage = reply["usage"]  # the tokens both responses (tool call, then answer) reported
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0 and usage["cached_tokens"] == 0
+    done = rt.server_events("response.done")
+    assert usage["prompt_tokens"] == sum(e["response"]["usage"]["input_tokens"] for e in done)
     assert [(a["tool"], a["entity_id"], a["status"]) for a in reply["actions"]] == [
         ("turn_on", "light.kitchen", "done")
     ]
@@ -333,3 +337,33 @@ def test_typed_ask_and_say_keep_the_chat_agent_and_the_tts_voice(
     assert [r.json["input"] for r in fake.of("audio/speech") if r.json][-1] == "Dinner is ready."
     assert len(fake.of("chat/completions")) == 1
     assert [path for path, _headers in rt.handshakes if "/realtime" in path] == []  # no session for either
+
+
+def test_a_session_lost_while_the_request_is_spoken_is_replaced_without_losing_it(
+    rt: FakeRealtime,
+    fake: FakeOpenAI,
+    mqtt_broker: Broker,
+    mqtt: MqttRecorder,
+    pulse: PulseAudio,
+    speaker: SpeakerRecorder,
+    speech: SpeechFactory,
+    start_daemon: StartDaemon,
+) -> None:
+    sections = openai_sections(mqtt_broker, fake, rt)
+    _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
+    rt.transcript = REQUEST
+    rt.responder = kitchen
+    rt.drop_at("input_audio_buffer.cleared")  # the socket goes as speech starts
+    wav = speech(REQUEST)
+    pulse.play_into_mic(wav, wait=False)
+    assert mqtt.wait_for(f"{sections['device']['site_id']}/kitchen/light/set", timeout=30).text == "ON"
+    reply = mqtt.wait_for(f"{root}/event/reply", timeout=10).json()
+    assert (reply["text"], reply["request"]) == (ANSWER, REQUEST)
+    assert_spoken(speaker, ANSWER)
+    assert mqtt.messages(f"{root}/event/error") == []
+    first, second = (e.connection for e in rt.of("session.update"))
+    assert first != second
+    replayed = [e for e in rt.of("input_audio_buffer.append") if e.connection == second]
+    heard_s = sum(len(base64.b64decode(e.event["audio"])) for e in replayed) / 48000
+    spoken_s = len(read_wav(wav)[0]) / 16000 - 2.5
+    assert spoken_s <= heard_s <= spoken_s + 1.5, (spoken_s, heard_s)  # the whole request, not its tail

@@ -220,7 +220,9 @@ class Session:
         self.outgoing.put_nowait(json.dumps(event))
 
     def append(self, pcm: bytes) -> None:
-        """Microphone audio (pcm16 at the input rate) for the request."""
+        """Microphone audio (pcm16 at the input rate) for the request (dropped once the connection ended)."""
+        if self.failed:
+            return
         audio = self.resampler.process(pcm) if self.resampler is not None else pcm
         if audio:
             self.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(audio).decode("ascii")})
@@ -240,13 +242,17 @@ class Session:
 
     # --- a request ----------------------------------------------------------------
 
-    async def respond(self, on_audio: Callable[[bytes], None], on_transcript: Callable[[str], None]) -> Answer:
+    async def respond(
+        self, on_audio: Callable[[bytes], None], on_transcript: Callable[[str], None], commit_now: bool = False
+    ) -> Answer:
         """End the request, run the reply's tool rounds, and return the answer.
 
-        Raises RealtimeFailure; `self.answer` then holds what was done and said before it.
+        `commit_now`: the whole request is appended already (a replay): commit it without
+        waiting for the server's VAD. Raises RealtimeFailure; `self.answer` then holds what
+        was done and said before it.
         """
         self.recall()
-        if self.config.turn_detection == "server":
+        if self.config.turn_detection == "server" and not commit_now:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.server_committed.wait(), SERVER_COMMIT_WAIT_S)
         if not self.server_committed.is_set():

@@ -88,24 +88,35 @@ class RealtimeVoice:
             self.pending = None
         if self.pending is None:
             server = self.config.realtime.turn_detection == "server"
-            self.pending = Session(
-                self.config.realtime,
-                self.connect,
-                self.agent,
-                self.config.device.site_id,
-                self.config.audio.sample_rate,
-                self.end_utterance if server else None,
-            )
-            self.pending.start()
+            self.pending = self.open_session(self.end_utterance if server else None)
         if self.idle is not None:
             self.idle.cancel()
         self.idle = asyncio.get_running_loop().call_later(IDLE_CLOSE_S, self._unused)
 
+    def open_session(self, on_server_commit: Callable[[], None] | None, replay: bool = False) -> Session:
+        """A new session, connecting in the background; `replay`: for a request already heard whole,
+        so it is committed by us (a server VAD would answer it a second time)."""
+        config = self.config.realtime
+        session = Session(
+            config.model_copy(update={"turn_detection": "local"}) if replay else config,
+            self.connect,
+            self.agent,
+            self.config.device.site_id,
+            self.config.audio.sample_rate,
+            on_server_commit,
+        )
+        session.start()
+        return session
+
     def request_audio(self, pcm: bytes, first: bool) -> None:
-        """Microphone audio of the request; `first`: speech (re)started, what came before is dropped."""
-        self.prepare()
-        assert self.pending is not None
-        if first:
+        """Microphone audio of the request; `first`: speech (re)started, what came before is dropped.
+
+        A session that fails in the middle of a request is not replaced here (the start of the
+        request would be lost): the turn sends the whole utterance to a new one (see `answer`).
+        """
+        if first or self.pending is None:
+            self.prepare()
+            assert self.pending is not None
             self.pending.clear()
         self.pending.append(pcm)
 
@@ -139,13 +150,23 @@ class RealtimeVoice:
 
     # --- the turn ------------------------------------------------------------------
 
-    async def answer(self, request_id: str, session: Session) -> Reply:
-        """End the request, play the reply as it arrives, publish it; apologise if the session fails."""
+    async def answer(self, request_id: str, session: Session, utterance: bytes) -> Reply:
+        """End the request, play the reply as it arrives, publish it; apologise if the session fails.
+
+        A session whose connection ended before the request did (refused, dropped, expired)
+        has answered nothing and run no tool: the utterance goes to a new session, once.
+        """
         conversation_id = self.config.device.site_id
+        replayed = session.failed
+        if replayed:
+            log.info("realtime: the session ended before the request did; sending the request to a new one")
+            self.close_later(session)
+            session = self.open_session(None, replay=True)
+            session.append(utterance)
         self.machine.handle(Event.ANSWER)
         audio: asyncio.Queue[bytes | None] = asyncio.Queue()
         played = [0]
-        player = asyncio.create_task(self.speech.play_audio(audio, RATE, played))
+        player = asyncio.create_task(self.speech.play_audio(audio, RATE, played, request_id))
 
         def on_audio(pcm: bytes) -> None:
             for start in range(0, len(pcm), PIECE_BYTES):
@@ -156,7 +177,7 @@ class RealtimeVoice:
 
         try:
             try:
-                answer = await session.respond(on_audio, on_transcript)
+                answer = await session.respond(on_audio, on_transcript, commit_now=replayed)
             except RealtimeFailure as failure:
                 audio.put_nowait(None)
                 await player  # what arrived before the failure is heard, then the apology

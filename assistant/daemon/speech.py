@@ -102,7 +102,9 @@ class Speech:
             producer.cancel()
             self.mic_open_at = time.monotonic() + ECHO_TAIL_S
 
-    async def play_audio(self, audio: asyncio.Queue[bytes | None], sample_rate: int, played: list[int]) -> None:
+    async def play_audio(
+        self, audio: asyncio.Queue[bytes | None], sample_rate: int, played: list[int], request_id: str | None
+    ) -> None:
         """Play pcm as it arrives, until None: a reply that comes as audio (the Realtime mode).
 
         `played[0]` counts the bytes handed to the sound card so far, so a barge-in knows
@@ -125,7 +127,7 @@ class Speech:
         try:
             await self.card.play(chunks(), lambda: sample_rate, self.stop_speaking)
         except Exception as error:
-            self.events.error(None, "audio_error", f"{type(error).__name__}: {error}")
+            self.events.error(request_id, "audio_error", f"{type(error).__name__}: {error}")
         finally:
             self.mic_open_at = time.monotonic() + ECHO_TAIL_S
 

@@ -194,7 +194,7 @@ class Turns:
         assistant/daemon/realtime.py); the fast path is not asked, no words exist before the reply.
         """
         if turn.session is not None and self.realtime is not None:
-            reply = await self.realtime.answer(turn.id, turn.session)
+            reply = await self.realtime.answer(turn.id, turn.session, turn.audio)
             self.ask_back(turn.id, reply)
             return reply.text, reply
         try:
