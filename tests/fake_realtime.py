@@ -92,6 +92,7 @@ class _Session:
     buffer: bytearray = field(default_factory=bytearray)
     items: list[dict[str, Any]] = field(default_factory=list)
     heard: dict[str, str] = field(default_factory=dict)  # audio item id -> what was said in it
+    stalled: bool = False
     response: asyncio.Task[None] | None = None
     speaking: bool = False  # server VAD: speech under way
     quiet_ms: float = 0.0
@@ -151,8 +152,11 @@ class FakeRealtime:
         self._response_faults.append((how, code, message))
 
     def drop_at(self, event_type: str, how: str = "drop") -> None:
-        """Instead of the next server event of this type: cut the socket (no close frame), or
-        with ``how="expire"`` end the session as at its time limit (an error, then a close)."""
+        """Instead of the next server event of this type: cut the socket (no close frame); with
+        ``how="expire"`` end the session as at its time limit (an error, then a close); with
+        ``how="stall"`` send nothing more on that connection, which stays open."""
+        if how not in ("drop", "expire", "stall"):
+            raise ValueError(f"drop_at: how must be drop, expire or stall, not {how!r}")
         self._drops.append((event_type, how))
 
     def expire(self) -> None:
@@ -285,6 +289,11 @@ class FakeRealtime:
     async def _send(self, session: _Session, ws: ServerConnection, event: dict[str, Any]) -> None:
         event = {"event_id": session.new_id("event"), **event}
         fault = next((f for f in self._drops if f[0] == event["type"]), None)
+        if fault is not None and fault[1] == "stall":
+            self._drops.remove(fault)
+            session.stalled = True
+        if session.stalled:
+            return  # the connection stays up, but nothing comes from the server any more
         if fault is not None:
             self._drops.remove(fault)
             if fault[1] == "expire":

@@ -221,7 +221,7 @@ def test_wake_word_during_the_reply_cancels_and_truncates(
     assert phrase not in " ".join(m.json()["request"] for m in mqtt.messages(f"{root}/event/reply"))
 
 
-@pytest.mark.parametrize("fault", ["dropped", "refused_429", "rate_limited", "expired"])
+@pytest.mark.parametrize("fault", ["dropped", "refused_429", "rate_limited", "expired", "stalled"])
 def test_a_failed_session_apologises_and_the_next_turn_works(
     fault: str,
     rt: FakeRealtime,
@@ -234,6 +234,7 @@ def test_a_failed_session_apologises_and_the_next_turn_works(
     start_daemon: StartDaemon,
 ) -> None:
     sections = openai_sections(mqtt_broker, fake, rt)
+    sections["realtime"]["timeout_s"] = 3
     _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
     rt.transcript = REQUEST
     rt.responder = kitchen
@@ -241,8 +242,8 @@ def test_a_failed_session_apologises_and_the_next_turn_works(
         rt.drop_at("response.output_audio.delta")
     elif fault == "refused_429":
         rt.refuse_status = 429
-    elif fault == "expired":
-        rt.drop_at("response.created", how="expire")
+    elif fault in ("expired", "stalled"):
+        rt.drop_at("response.created", how={"expired": "expire", "stalled": "stall"}[fault])
     else:
         rt.fail_next_response()
     pulse.play_into_mic(speech(REQUEST), wait=False)
@@ -253,6 +254,7 @@ def test_a_failed_session_apologises_and_the_next_turn_works(
         "refused_429": "HTTP 429",
         "rate_limited": "rate_limit_exceeded",
         "expired": "session_expired",
+        "stalled": "no word from the Realtime service for 3 s",
     }[fault]
     assert expected in error["message"]
     reply = mqtt.wait_for(f"{root}/event/reply", timeout=10).json()

@@ -159,8 +159,11 @@ class Session:
         conversation_id: str | None,
         input_rate: int,
         on_server_commit: Callable[[], None] | None = None,
+        timeout_s: float = 30.0,
     ) -> None:
+        """`timeout_s`: the longest wait for the service's next event while a request is answered."""
         self.config = config
+        self.timeout_s = timeout_s
         self.connect = connect
         self.agent = agent
         tools = agent.tools() if agent.config.control_home_assistant else []
@@ -209,11 +212,15 @@ class Session:
             if not self.closing:
                 log.warning("realtime: %s", describe(error))
                 self.incoming.put_nowait(RealtimeFailure(describe(error)))
+        except Exception as error:  # whatever it was, the turn waiting on this session must hear of it
+            log.exception("realtime: the session failed")
+            self.incoming.put_nowait(RealtimeFailure(describe(error)))
 
     async def _send(self, conn: AsyncRealtimeConnection) -> None:
-        while (data := await self.outgoing.get()) is not None:
-            await conn.send_raw(data)
-        await conn.close()
+        with contextlib.suppress(WebSocketException, OSError):  # a lost connection: the reader reports it
+            while (data := await self.outgoing.get()) is not None:
+                await conn.send_raw(data)
+            await conn.close()
 
     def send(self, event: dict[str, Any]) -> None:
         """Queue one client event (sent in order once connected)."""
@@ -236,8 +243,7 @@ class Session:
         self.closing = True
         self.outgoing.put_nowait(None)
         if self.task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self.task), CLOSE_WAIT_S)
+            await asyncio.wait({self.task}, timeout=CLOSE_WAIT_S)
             self.task.cancel()
 
     # --- a request ----------------------------------------------------------------
@@ -294,7 +300,11 @@ class Session:
             previous = item_id
 
     async def _next(self) -> RealtimeServerEvent:
-        event = await self.incoming.get()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                event = await self.incoming.get()
+        except TimeoutError:
+            raise RealtimeFailure(f"no word from the Realtime service for {self.timeout_s:g} s") from None
         if isinstance(event, RealtimeFailure):
             raise event
         return event

@@ -39,8 +39,8 @@ UNTRANSCRIBED = "(a spoken request; not transcribed)"
 Connect = Callable[[], AsyncRealtimeConnectionManager]
 
 
-def realtime_connector(config: Config, env: Mapping[str, str]) -> Connect:
-    """How to open a session: [realtime] over [openai], as every stage is resolved.
+def realtime_connector(config: Config, env: Mapping[str, str]) -> tuple[Connect, float]:
+    """How to open a session, and the stage's timeout: [realtime] over [openai], as every stage is resolved.
 
     On Azure the deployment names the model (`deployment=` in the URL). An Azure endpoint
     given as plain http (a local server) is reached over ws: the SDK would ask it for wss.
@@ -51,7 +51,7 @@ def realtime_connector(config: Config, env: Mapping[str, str]) -> Connect:
     endpoint = api.azure_endpoint or ""
     if api.provider == "azure" and endpoint.startswith("http://"):
         client = client.with_options(websocket_base_url=f"ws://{endpoint.removeprefix('http://').rstrip('/')}/openai")
-    return lambda: client.realtime.connect(model=model)
+    return (lambda: client.realtime.connect(model=model)), api.timeout_s
 
 
 class RealtimeVoice:
@@ -60,7 +60,7 @@ class RealtimeVoice:
     def __init__(
         self,
         config: Config,
-        connect: Connect,
+        connector: tuple[Connect, float],
         *,
         agent: Agent,
         events: Events,
@@ -69,7 +69,7 @@ class RealtimeVoice:
         end_utterance: Callable[[], None],
     ) -> None:
         self.config = config
-        self.connect = connect
+        self.connect, self.timeout_s = connector
         self.agent = agent
         self.events = events
         self.speech = speech
@@ -104,6 +104,7 @@ class RealtimeVoice:
             self.config.device.site_id,
             self.config.audio.sample_rate,
             on_server_commit,
+            self.timeout_s,
         )
         session.start()
         return session
