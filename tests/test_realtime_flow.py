@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from daemon import Daemon, base_sections
+from daemon import ENTITIES, Daemon, base_sections, daemon_env, run_cli, write_config
 from fake_openai import ChatReply, FakeOpenAI, synth_pcm
 from fake_realtime import FakeRealtime, RealtimeReply
 from support import (
@@ -369,3 +369,19 @@ def test_a_session_lost_while_the_request_is_spoken_is_replaced_without_losing_i
     heard_s = sum(len(base64.b64decode(e.event["audio"])) for e in replayed) / 48000
     spoken_s = len(read_wav(wav)[0]) / 16000 - 2.5
     assert spoken_s <= heard_s <= spoken_s + 1.5, (spoken_s, heard_s)  # the whole request, not its tail
+
+
+def test_check_verifies_the_realtime_endpoint(
+    tmp_path: Path, rt: FakeRealtime, fake: FakeOpenAI, mqtt_broker: Broker, pulse: PulseAudio
+) -> None:
+    sections = openai_sections(mqtt_broker, fake, rt)
+    config = write_config(tmp_path / "rt.toml", sections, ENTITIES.format(ns=sections["device"]["site_id"]))
+    result = run_cli(["check", "--config", str(config)], daemon_env(pulse.env, OPENAI_API_KEY="test-key"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"realtime: ok (openai {rt.openai_url}; credentials accepted)" in result.stdout
+    rt.api_key = "another-key"
+    try:
+        result = run_cli(["check", "--config", str(config)], daemon_env(pulse.env, OPENAI_API_KEY="test-key"))
+    finally:
+        rt.api_key = "test-key"
+    assert result.returncode == 1 and "realtime: FAILED" in result.stdout and "401" in result.stdout
