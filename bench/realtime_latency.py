@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from daemon import ENTITIES, Daemon, base_sections, daemon_env, write_config
 from fake_openai import FakeOpenAI
 from fake_realtime import FakeRealtime, RealtimeReply
-from latency import SOUND_THRESHOLD, SPEECH_THRESHOLD, percentile, print_table
+from latency import SOUND_THRESHOLD, SPEECH_THRESHOLD, percentile, print_table, rss_mb
 from support import MqttRecorder, PulseAudio, SpeakerRecorder, speech_wav, start_broker
 
 from assistant.config import RealtimeConfig, VadConfig
@@ -97,6 +97,7 @@ def main() -> int:
                     daemon.wait_ready(mqtt, root, timeout=60)
                     measure(pulse, mqtt, rt, root, ask, 1, detection == "server")  # warm-up: espeak-ng's rendering
                     results = measure(pulse, mqtt, rt, root, ask, args.turns, detection == "server")
+                    rss = rss_mb(daemon.process.pid)
                 finally:
                     daemon.stop()
                     mqtt.close()
@@ -113,6 +114,7 @@ def main() -> int:
                         f"{detection}: end of speech -> first reply audio, p50 / p95",
                         f"{statistics.median(to_speech) * 1000:.0f} / {percentile(to_speech, 95) * 1000:.0f} ms",
                     ),
+                    (f"{detection}: daemon RSS after the turns", f"{rss:.0f} MB"),
                 ]
     finally:
         api.stop()

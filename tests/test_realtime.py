@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -99,3 +101,13 @@ def test_heard_is_a_prefix_of_whole_words(words: list[str], played: float, total
     text = " ".join(words)
     part = heard(text, played, total)
     assert text.startswith(part) and (part in ("", text) or text[len(part)] == " ")
+
+
+def test_the_realtime_modules_cost_nothing_when_the_mode_is_off() -> None:
+    code = (
+        "import sys, assistant.cli, assistant.daemon.service, assistant.daemon.turns, assistant.daemon.listening; "
+        "print(sorted(m for m in sys.modules if m.startswith(('websockets', 'assistant.daemon.realtime', "
+        "'assistant.agent.realtime'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

@@ -192,7 +192,8 @@ class RealtimeVoice:
         except asyncio.CancelledError:
             log.info("realtime: reply cut after %.2f s of audio", played[0] / 2 / RATE)
             await asyncio.shield(session.interrupt(played[0] / 2 / RATE))
-            self.remember(session.answer, played[0])
+            if played[0]:  # some of the reply was heard: that much is part of the conversation
+                self.remember(session.answer, played[0])
             raise
         finally:
             player.cancel()
