@@ -282,7 +282,7 @@ def test_expiry_at_an_event_and_the_first_audio_delay(realtime: FakeRealtime) ->
 
     asyncio.run(timed())
     first_audio = realtime.sent_at("response.output_audio.delta")[0] - realtime.sent_at("response.created")[0]
-    assert 0.3 <= first_audio < 0.5
+    assert 0.3 <= first_audio < 1.0  # held back at least the delay (the upper bound allows for a loaded machine)
     realtime.drop_at("response.created", how="expire")
 
     async def expired() -> list[Any]:

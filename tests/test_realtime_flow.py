@@ -385,3 +385,39 @@ def test_check_verifies_the_realtime_endpoint(
     finally:
         rt.api_key = "test-key"
     assert result.returncode == 1 and "realtime: FAILED" in result.stdout and "401" in result.stdout
+
+
+def test_a_question_back_opens_a_follow_up_that_remembers_the_turn(
+    tmp_path: Path,
+    rt: FakeRealtime,
+    fake: FakeOpenAI,
+    mqtt_broker: Broker,
+    mqtt: MqttRecorder,
+    pulse: PulseAudio,
+    speech: SpeechFactory,
+    start_daemon: StartDaemon,
+) -> None:
+    sections = openai_sections(mqtt_broker, fake, rt)
+    sections["wake"] = {"mode": "wakeword", "model": "hey_mycroft", "followup_s": 6}
+    _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
+    rt.script = [RealtimeReply(text="For what time?"), RealtimeReply(text="Reminder set for five.")]
+    rt.transcript = "set a reminder"
+    pulse.play_into_mic(wake_then(tmp_path, "set a reminder"), wait=False)
+    first = mqtt.wait_for(f"{root}/event/reply", timeout=30).json()
+    assert (first["text"], first["request"]) == ("For what time?", "set a reminder")
+    followup = mqtt.wait_for(f"{root}/event/wake", predicate=lambda m: m.json()["reason"] == "followup", timeout=10)
+    assert followup.json()["id"] == first["id"]
+    rt.transcript = "at five o'clock"
+    pulse.play_into_mic(speech("at five o'clock"), wait=False)
+    second = mqtt.wait_for(
+        f"{root}/event/reply", predicate=lambda m: m.json()["request"] != "set a reminder", timeout=30
+    )
+    assert (second.json()["text"], second.json()["request"]) == ("Reminder set for five.", "at five o'clock")
+    # the second session was told the first turn, first in its conversation
+    connection = rt.of("session.update")[-1].connection
+    told = [e.event for e in rt.of("conversation.item.create") if e.connection == connection]
+    assert [(e["item"]["role"], e["item"]["content"][0]["text"]) for e in told] == [
+        ("user", "set a reminder"),
+        ("assistant", "For what time?"),
+    ]
+    assert told[0]["previous_item_id"] == "root" and told[1]["previous_item_id"] == told[0]["item"]["id"]
