@@ -322,7 +322,7 @@ async def _check(config: Config, args: argparse.Namespace) -> int:
         print(list_devices())
     except OSError as error:  # PortAudio itself could not start
         print(f"audio: cannot list devices: {error}")
-    needs = {"input": config.wake.mode != "mqtt", "output": config.tts.engine != "none"}
+    needs = {"input": config.wake.mode != "mqtt", "output": config.tts.engine != "none" or config.realtime.enabled}
     for kind, spec in (("input", config.audio.input_device), ("output", config.audio.output_device)):
         try:
             print(f"audio {kind}: ok ({device_name(spec, kind)})")

@@ -119,7 +119,9 @@ def cut_short(reply: Reply, said: list[str]) -> tuple[Reply, str]:
 
 
 @dataclass
-class _ToolCall:
+class ToolCall:
+    """A function call the model asked for, its arguments as the JSON text it wrote."""
+
     id: str = ""
     name: str = ""
     arguments: str = ""
@@ -258,14 +260,15 @@ class Agent:
                 }
             )
             for call in calls:
-                result = await self._run_tool(by_name, call, actions)
+                result = await self.run_tool(by_name, call, actions)
                 turn.append({"role": "tool", "tool_call_id": call.id, "content": result})
         log.warning("tool loop reached its cap of %d iterations", self.config.max_tool_iterations)
         if on_text:
             on_text(LOOP_CAP_REPLY)
         return Reply(LOOP_CAP_REPLY, actions, usage)
 
-    async def _run_tool(self, by_name: dict[str, Tool], call: _ToolCall, actions: list[Action]) -> str:
+    async def run_tool(self, by_name: dict[str, Tool], call: ToolCall, actions: list[Action]) -> str:
+        """Run one call (also for the Realtime mode): its result for the model; what it did goes to `actions`."""
         name = call.name[:64]
         tool = by_name.get(call.name)
         if tool is None:
@@ -311,13 +314,13 @@ class Agent:
         tools: list[dict[str, Any]],
         on_text: Callable[[str], None] | None,
         usage: Usage,
-    ) -> tuple[str, list[_ToolCall], str | None]:
+    ) -> tuple[str, list[ToolCall], str | None]:
         """One streamed request: its text, its tool calls and its finish_reason (None if never sent)."""
         usage.requests += 1
         stream = await self._create(messages, {"tools": tools} if tools else {})
         content = ""
         finish: str | None = None
-        calls: dict[int, _ToolCall] = {}
+        calls: dict[int, ToolCall] = {}
         async for chunk in stream:
             if chunk.usage is not None:
                 usage.add(chunk.usage)
@@ -330,7 +333,7 @@ class Agent:
                 if on_text:
                     on_text(delta.content)
             for part in delta.tool_calls or []:
-                call = calls.setdefault(part.index, _ToolCall())
+                call = calls.setdefault(part.index, ToolCall())
                 call.id = part.id or call.id
                 if part.function:
                     call.name += part.function.name or ""

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from assistant.config import Config, ConfigError, StageApi
 from assistant.config.environment import read_secret
 
-Stage = str  # "stt" | "agent" | "tts" | "images"
+Stage = str  # "stt" | "agent" | "tts" | "images" | "realtime"
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ def stages_in_use(config: Config) -> list[Stage]:
         stages.append("tts")
     if config.images.enabled:
         stages.append("images")
+    if config.realtime.enabled:
+        stages.append("realtime")
     return stages
 
 

@@ -41,6 +41,7 @@ class Host(Protocol):
     def wake_event(self, data: dict[str, Any]) -> None: ...
     def publish_claim(self, claim: dict[str, Any]) -> None: ...
     def submit_utterance(self, utterance: Utterance, request_id: str, early: asyncio.Task[str] | None) -> None: ...
+    def request_audio(self, pcm: bytes, first: bool) -> None: ...
     def barge_in(self) -> None: ...
     def transcribe(self, pcm: bytes, sample_rate: int) -> Coroutine[Any, Any, str]: ...
     def play_sound(self, name: str) -> None: ...
@@ -75,6 +76,9 @@ class Listener:
         self.request_id: str | None = None
         self.early: asyncio.Task[str] | None = None
         self.finish_now = False  # the early transcription is a whole command: end the utterance
+        # Realtime mode: the request's audio streams out as it is heard (host.request_audio), and
+        # no early transcription is made (the session hears the audio itself).
+        self.streaming = config.realtime.enabled
         self.claims: list[Claim] = []
         self.mine: tuple[Claim, str] | None = None  # our latest claim and its request id
         self._arbitration: asyncio.Task[None] | None = None
@@ -130,13 +134,25 @@ class Listener:
             return
         self._segment(frame)
 
+    def end_utterance(self) -> None:
+        """End the utterance in progress at the next frame (the Realtime server's VAD ended it)."""
+        if self.segmenter.in_speech:
+            self.finish_now = True
+
     def _segment(self, frame: bytes) -> None:
-        event = self.segmenter.finish() if self.finish_now else self.segmenter.feed(frame)
+        finishing = self.finish_now
+        event = self.segmenter.finish() if finishing else self.segmenter.feed(frame)
         self.finish_now = False
+        if self.streaming and not finishing:
+            if isinstance(event, SpeechStarted):
+                self.host.request_audio(self.segmenter.audio, first=True)  # the pre-roll and this frame
+            elif self.segmenter.in_speech or isinstance(event, Utterance):
+                self.host.request_audio(frame, first=False)
         if isinstance(event, Pause):
-            self.drop_early()
-            self.early = asyncio.create_task(self.host.transcribe(event.audio, event.sample_rate))
-            self.early.add_done_callback(self._early_done)
+            if not self.streaming:
+                self.drop_early()
+                self.early = asyncio.create_task(self.host.transcribe(event.audio, event.sample_rate))
+                self.early.add_done_callback(self._early_done)
         elif isinstance(event, Resumed):
             self.drop_early()
         elif isinstance(event, SpeechStarted):

@@ -115,6 +115,11 @@ class Segmenter:
         """True between SpeechStarted and the Utterance that closes it."""
         return self._in_speech
 
+    @property
+    def audio(self) -> bytes:
+        """The utterance in progress so far, pre-roll included (empty between utterances)."""
+        return bytes(self._audio)
+
     def feed(self, frame: bytes) -> SegmentEvent | None:
         """Take one frame of exactly `frame_bytes`; return an event when one happens."""
         if len(frame) != self.frame_bytes:

@@ -20,6 +20,7 @@ from assistant.config.sections import (
     ImagesConfig,
     MqttConfig,
     OpenAIConfig,
+    RealtimeConfig,
     Section,
     SttConfig,
     TtsConfig,
@@ -40,6 +41,7 @@ class Config(Section):
     agent: AgentConfig = AgentConfig()
     tts: TtsConfig = TtsConfig()
     images: ImagesConfig = ImagesConfig()
+    realtime: RealtimeConfig = RealtimeConfig()
     mqtt: MqttConfig = MqttConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
 

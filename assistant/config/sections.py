@@ -273,6 +273,28 @@ class ImagesConfig(StageApi):
     output_format: Literal["png", "jpeg", "webp"] | None = None
 
 
+REALTIME_MODEL = "gpt-realtime-2.1-mini"  # gpt-realtime and gpt-realtime-mini shut down on 2027-01-20
+
+
+class RealtimeConfig(StageApi):
+    """Speech to speech: a spoken request streams into an OpenAI / Azure Realtime session.
+
+    `turn_detection`: "local" ends the request with the daemon's own segmenter and commits
+    it; "server" lets the service's VAD end it (whichever of the two ends it first wins).
+    `transcription_model` transcribes what was said for event/transcript and memory (None:
+    no transcript). Typed asks and `say` keep the chat agent and the [tts] voice.
+    """
+
+    enabled: bool = False
+    model: str = REALTIME_MODEL
+    voice: str = "marin"
+    turn_detection: Literal["local", "server"] = "local"
+    transcription_model: str | None = "gpt-4o-mini-transcribe"
+    server_silence_ms: int = Field(500, ge=100, le=5000)  # the server VAD's end-of-speech silence
+    noise_reduction: Literal["near_field", "far_field"] | None = None
+    max_output_tokens: int | None = Field(None, ge=1, le=4096)
+
+
 class TlsConfig(Section):
     """MQTT over TLS; verification is on unless `insecure` says otherwise."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assistant.audio.vad import Utterance
 from assistant.daemon import systemd
@@ -18,6 +18,9 @@ from assistant.daemon.speech import Speech
 from assistant.daemon.state import Event, StateMachine
 from assistant.daemon.turns import Turns, VoiceTurn
 from assistant.voice.stt import Transcriber
+
+if TYPE_CHECKING:
+    from assistant.daemon.realtime import RealtimeVoice
 
 
 class ListenerHost:
@@ -31,6 +34,7 @@ class ListenerHost:
         self.speech = speech
         self.turns = turns
         self.transcriber = transcriber
+        self.realtime: RealtimeVoice | None = None  # Realtime mode: requests stream into its sessions
 
     @property
     def muted(self) -> bool:
@@ -47,8 +51,10 @@ class ListenerHost:
         self.speech.mic_open_at = value
 
     def wake_event(self, data: dict[str, Any]) -> None:
-        """Publish `event/wake`: listening started, and why."""
+        """Publish `event/wake`: listening started, and why (a Realtime session starts opening)."""
         self.events.wake(data)
+        if self.realtime is not None:
+            self.realtime.prepare()
 
     def publish_claim(self, claim: dict[str, Any]) -> None:
         """Tell the other devices on the broker how well we heard the wake word."""
@@ -57,7 +63,13 @@ class ListenerHost:
     def submit_utterance(self, utterance: Utterance, request_id: str, early: asyncio.Task[str] | None) -> None:
         """A spoken request is complete: queue it."""
         self.machine.handle(Event.UTTERANCE)
-        self.turns.submit(VoiceTurn(utterance.audio, utterance.sample_rate, request_id, early))
+        session = self.realtime.take() if self.realtime is not None else None
+        self.turns.submit(VoiceTurn(utterance.audio, utterance.sample_rate, request_id, early, session))
+
+    def request_audio(self, pcm: bytes, first: bool) -> None:
+        """Realtime mode: the request's audio as it is heard (`first`: speech started, with its pre-roll)."""
+        if self.realtime is not None:
+            self.realtime.request_audio(pcm, first)
 
     def barge_in(self) -> None:
         """Stop speaking and drop the current turn: the user has something new to say."""

@@ -121,6 +121,18 @@ class Assistant:
         )
         self.hearing = ListenerHost(self.machine, self.events, self.speech, self.turns, self.transcriber)
         self.listener = Listener(config, self.hearing)
+        if config.realtime.enabled:  # spoken requests go to Realtime sessions (assistant/daemon/realtime.py)
+            from assistant.daemon.realtime import RealtimeVoice, realtime_connector
+
+            self.turns.realtime = self.hearing.realtime = RealtimeVoice(
+                config,
+                realtime_connector(config, env),
+                agent=self.agent,
+                events=self.events,
+                speech=self.speech,
+                machine=self.machine,
+                end_utterance=self.listener.end_utterance,
+            )
         self.inputs = Inputs(
             self.link,
             self.root,
@@ -309,6 +321,8 @@ class Assistant:
             log.error("tasks did not stop in time: %s", [t.get_coro() for t in pending])
         if self.next_config is None:
             self.turns.drop_unfinished("stopping", STOPPING)
+        if self.turns.realtime is not None:
+            await self.turns.realtime.close()
         if microphone is not None:
             microphone.close()
         self.card.close()

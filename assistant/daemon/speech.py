@@ -102,6 +102,35 @@ class Speech:
             producer.cancel()
             self.mic_open_at = time.monotonic() + ECHO_TAIL_S
 
+    async def play_audio(
+        self, audio: asyncio.Queue[bytes | None], sample_rate: int, played: list[int], request_id: str | None
+    ) -> None:
+        """Play pcm as it arrives, until None: a reply that comes as audio (the Realtime mode).
+
+        `played[0]` counts the bytes handed to the sound card so far, so a barge-in knows
+        how much of the reply was heard. Playback errors are reported, never fatal.
+        """
+        self.card.warm(sample_rate)
+        first = await audio.get()
+        if first is None:
+            return
+        self.machine.handle(Event.SPEAK)
+        self.stop_speaking.clear()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            chunk: bytes | None = first
+            while chunk is not None:
+                yield chunk
+                played[0] += len(chunk)  # the card asks for the next chunk once this one is written
+                chunk = await audio.get()
+
+        try:
+            await self.card.play(chunks(), lambda: sample_rate, self.stop_speaking)
+        except Exception as error:
+            self.events.error(request_id, "audio_error", f"{type(error).__name__}: {error}")
+        finally:
+            self.mic_open_at = time.monotonic() + ECHO_TAIL_S
+
     def chime(self, name: str) -> None:
         """A short wake / done tone; the listener ignores the microphone while it plays."""
         tone = TONES[name]

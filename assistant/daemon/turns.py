@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import openai
 
@@ -24,6 +25,10 @@ from assistant.daemon.state import Event, StateMachine
 from assistant.fastpath import FastMatch, FastPath
 from assistant.voice.sentences import SentenceSplitter
 from assistant.voice.stt import Transcriber
+
+if TYPE_CHECKING:  # the Realtime mode's modules (and websockets) are imported only when it is on
+    from assistant.agent.realtime import Session
+    from assistant.daemon.realtime import RealtimeVoice
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,7 @@ class VoiceTurn:
     sample_rate: int
     id: str = field(default_factory=new_id)
     early: asyncio.Task[str] | None = None  # transcription started at the last pause, if still valid
+    session: Session | None = None  # Realtime mode: the session that heard it, which answers it
 
 
 @dataclass
@@ -91,6 +97,7 @@ class Turns:
         self.held: list[Turn] = []  # turns taken over from the instance before a reload, or held back when stopping
         self.current: asyncio.Task[None] | None = None
         self.current_turn: Turn | None = None
+        self.realtime: RealtimeVoice | None = None  # set in Realtime mode: it answers spoken requests
 
     # --- answering -------------------------------------------------------------
 
@@ -181,7 +188,15 @@ class Turns:
         return await self.transcriber.transcribe(turn.audio, turn.sample_rate)
 
     async def voice_turn(self, turn: VoiceTurn) -> tuple[str, Reply | None]:
-        """Transcribe an utterance and answer it aloud; return the transcript and reply."""
+        """Transcribe an utterance and answer it aloud; return the transcript and reply.
+
+        In Realtime mode the session that heard the utterance answers it (see
+        assistant/daemon/realtime.py); the fast path is not asked, no words exist before the reply.
+        """
+        if turn.session is not None and self.realtime is not None:
+            reply = await self.realtime.answer(turn.id, turn.session, turn.audio)
+            self.ask_back(turn.id, reply)
+            return reply.text, reply
         try:
             text = await self.transcript_of(turn)
         except openai.APIError as error:
@@ -195,10 +210,14 @@ class Turns:
             return "", None
         self.machine.handle(Event.ANSWER)
         reply = await self.answer(text, turn.id, conversation_id, speak=True)
+        self.ask_back(turn.id, reply)
+        return text, reply
+
+    def ask_back(self, request_id: str, reply: Reply) -> None:
+        """A spoken reply that asks a question back: listen for the answer without the wake word."""
         wake = self.config.wake
         if wake.followup_s > 0 and wake.mode != "vad" and reply.text.rstrip().endswith("?"):
-            self.follow_up(turn.id)
-        return text, reply
+            self.follow_up(request_id)
 
     async def handle(self, turn: Turn) -> None:
         """Run one turn of any kind; the state machine hears that it is done, however it ends.
@@ -272,6 +291,9 @@ class Turns:
             if isinstance(turn, VoiceTurn) and turn.early is not None:
                 turn.early.cancel()  # it used the old settings; transcribe again with the new ones
                 turn.early = None
+            if isinstance(turn, VoiceTurn) and turn.session is not None:
+                asyncio.create_task(turn.session.close())  # noqa: RUF006 (it closes within a second)
+                turn.session = None  # the old settings' session: the utterance is transcribed instead
         self.held = [*turns, *self.held]
 
     def unfinished_turns(self) -> list[Turn]:
