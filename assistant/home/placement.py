@@ -56,6 +56,7 @@ class Placement:
         self._placed: dict[str, str] = {}  # identity -> the id it is under in the registry (or claims under)
         self._ties: dict[str, str] = {}  # identity -> Home Assistant's id
         self._stale = False  # configs came since the last tie: settle() ties again
+        self._own: set[str] | None = None  # ids of the snapshot entities known as such (not tied)
         self.ambiguous: list[str] = []  # ties left undone, for the caller to log
 
     def learn(self, source: str, learned: list[Learned]) -> list[Conflict]:
@@ -80,10 +81,8 @@ class Placement:
         self.house = house
         self.registry.house = set(house)
         self._house_devices = frozenset(d for entity in house.values() for d in entity.devices or ())
+        self._own = None  # every snapshot entity afresh
         conflicts = self.settle(force=True)
-        tied = set(self._ties.values())
-        own = [_house_entity(entity) for entity in house.values() if entity.entity_id not in tied]
-        conflicts += self.registry.attach(SNAPSHOT, own, self.registry.detach(SNAPSHOT))
         self.registry.attach(STATESTREAM, [], self.registry.detach(STATESTREAM))
         return conflicts
 
@@ -109,6 +108,11 @@ class Placement:
             entity = self.registry.entities.get(entity_id)
             if entity is not None and entity.source != CONFIG and self._placed.get(identity) == entity_id:
                 _take(entity, self.house[entity_id])
+        own = set(self.house) - set(self._ties.values())  # the rest are reached through the bridge
+        if own != self._own:
+            self._own = own
+            entities = [_house_entity(self.house[entity_id]) for entity_id in sorted(own)]
+            conflicts += self.registry.attach(SNAPSHOT, entities, self.registry.detach(SNAPSHOT))
         return conflicts
 
     def apply_state(self, change: StateChange) -> Entity | None:
