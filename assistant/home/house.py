@@ -229,7 +229,10 @@ class House:
                         "house snapshot: %d entities left out: %s", snapshot.skipped, "; ".join(snapshot.problems)
                     )
             else:
-                self.placement.apply_state(parse_state_change(payload))
+                change = parse_state_change(payload)
+                if change.state is None and self.placement.house and change.entity_id in self.placement.house:
+                    log.info("house: %s was removed in Home Assistant", change.entity_id)
+                self.placement.apply_state(change)
         except SnapshotError as error:
             log.warning("ignoring the message on %s: %s", topic, error)
 
