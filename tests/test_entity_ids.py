@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from assistant.config import HomeAssistantConfig
+from assistant.config import HomeAssistantConfig, parse_config
+from assistant.home.announce import discovery_payload, discovery_topic
 from assistant.home.discovery import parse_discovery
 from assistant.home.entities import CommandError, Entity
 from assistant.home.ids import MAX_DELETED, Identities
@@ -177,3 +178,18 @@ def test_restart_with_configs_reordered_keeps_ids(placement: Placement) -> None:
     learn(again, A, config_for("0xa"))
     assert again.registry.entities["light.bedroom_lamp_2"].mqtt["command_topic"] == "z2m/0xb/set"
     assert again.registry.entities["light.bedroom_lamp"].mqtt["command_topic"] == "z2m/0xa/set"
+
+
+@pytest.mark.parametrize("version", [(2024, 11), (2025, 4), (2025, 9), (2025, 10), (2026, 3), (2026, 4), None])
+def test_the_daemons_own_entities_get_one_id_on_every_supported_version(version: tuple[int, int] | None) -> None:
+    config = parse_config({"device": {"site_id": "kitchen", "name": "Kitchen speaker"}}, {"OPENAI_API_KEY": "k"})
+    update = parse_discovery(discovery_topic(config), discovery_payload(config).encode(), version=version)
+    assert update is not None
+    assert sorted(e.entity_id for e in update.entities) == [
+        "button.assistant_kitchen_listen",
+        "sensor.assistant_kitchen_reply",
+        "sensor.assistant_kitchen_state",
+        "sensor.assistant_kitchen_transcript",
+        "switch.assistant_kitchen_mute",
+        "text.assistant_kitchen_ask",
+    ]
