@@ -11,11 +11,10 @@ import pytest
 from assistant.config import HomeAssistantConfig, parse_config
 from assistant.home.announce import discovery_payload, discovery_topic
 from assistant.home.discovery import parse_discovery
-from assistant.home.entities import CommandError, Entity
+from assistant.home.entities import CommandError
 from assistant.home.ids import MAX_DELETED, Identities
 from assistant.home.placement import Learned, Placement
 from assistant.home.registry import Registry
-from assistant.home.snapshot import device_identifiers
 
 
 def test_first_comer_keeps_the_id_and_others_are_suffixed_from_2() -> None:
@@ -102,15 +101,7 @@ def learned(topic: str, config: dict[str, Any] | bytes) -> tuple[str, list[Learn
     payload = config if isinstance(config, bytes) else json.dumps(config).encode()
     update = parse_discovery(topic, payload)
     assert update is not None
-    return update.source, [
-        Learned(
-            update.source + (f"#{f.component}" if f.component else ""),
-            None if f.unique_id is None else f"{f.domain} {f.unique_id}",
-            device_identifiers(f.config),
-            Entity(f.entity_id, f.name, [], f.area, dict(f.config), source=update.source),
-        )
-        for f in update.entities
-    ]
+    return update.source, [Learned.from_discovered(update.source, found) for found in update.entities]
 
 
 def learn(placement: Placement, topic: str, config: dict[str, Any] | bytes) -> None:

@@ -19,12 +19,11 @@ from assistant.config import Config
 from assistant.home.announce import discovery_payload, discovery_topic
 from assistant.home.bridge import ServiceBridge
 from assistant.home.discovery import DiscoveryError, discovery_topics, parse_discovery
-from assistant.home.entities import Entity
 from assistant.home.ids import Identities
 from assistant.home.ownership import Conflict
 from assistant.home.placement import Learned, Placement
 from assistant.home.registry import Registry
-from assistant.home.snapshot import SnapshotError, device_identifiers, parse_snapshot, parse_state_change
+from assistant.home.snapshot import SnapshotError, parse_snapshot, parse_state_change
 from assistant.link.client import Message, MqttLink
 
 log = logging.getLogger(__name__)
@@ -176,15 +175,7 @@ class House:
             return
         if update is None or update.source == discovery_topic(self.config):
             return
-        learned = [
-            Learned(
-                update.source + (f"#{f.component}" if f.component is not None else ""),
-                None if f.unique_id is None else f"{f.domain} {f.unique_id}",
-                device_identifiers(f.config),
-                Entity(f.entity_id, f.name, [], f.area, dict(f.config), source=update.source),
-            )
-            for f in update.entities
-        ]
+        learned = [Learned.from_discovered(update.source, found) for found in update.entities]
         self.report(self.placement.learn(update.source, learned))
         self._last_id = now
         self._tell_duplicates()

@@ -21,11 +21,12 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
+from assistant.home.discovery import Discovered
 from assistant.home.entities import Entity
 from assistant.home.ids import Identities
 from assistant.home.ownership import CONFIG, Conflict
 from assistant.home.registry import Registry
-from assistant.home.snapshot import Candidate, HouseEntity, StateChange, tie
+from assistant.home.snapshot import Candidate, HouseEntity, StateChange, device_identifiers, tie
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,16 @@ class Learned:
     devices: frozenset[str]
     entity: Entity
     assigned: str = ""
+
+    @classmethod
+    def from_discovered(cls, source: str, found: Discovered) -> Learned:
+        """Keyed by its discovery topic (and component id); its unique key as Home Assistant's registry has it."""
+        return cls(
+            source + (f"#{found.component}" if found.component is not None else ""),
+            None if found.unique_id is None else f"{found.domain} {found.unique_id}",
+            device_identifiers(found.config),
+            Entity(found.entity_id, found.name, [], found.area, dict(found.config), source=source),
+        )
 
 
 class Placement:
