@@ -41,3 +41,7 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
     .venv/bin/python -c "import assistant, openai, paho.mqtt, webrtcvad, numpy"  # fail loudly if pip did
     touch "$stamp"
 fi
+
+if [[ -n "$extras" ]]; then
+    scripts/ha-venv.sh  # the Home Assistant versions the tests run against (cached outside the clone)
+fi

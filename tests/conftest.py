@@ -5,7 +5,8 @@
   can import sounddevice, and its PULSE_SERVER / XDG_RUNTIME_DIR are exported into
   ``os.environ`` so sounddevice and subprocesses (``assistant run``) use it.
 * Fixtures: ``mqtt_broker`` (session), ``make_broker``, ``make_mqtt``, ``mqtt``,
-  ``pulse`` (session), ``speaker``, ``speech`` (session).
+  ``pulse`` (session), ``speaker``, ``speech`` (session), ``home_assistant`` (session, once per
+  supported Home Assistant version).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ if _TESTS_DIR not in sys.path:  # also works with --import-mode=importlib
 
 from daemon import ENTITIES, Daemon, daemon_env, write_config  # noqa: E402
 from fake_openai import FakeOpenAI  # noqa: E402
+from real_ha import VERSIONS, HomeAssistant  # noqa: E402
 from support import (  # noqa: E402
     Broker,
     MqttRecorder,
@@ -120,6 +122,24 @@ def mqtt(mqtt_broker: Broker, make_mqtt: Callable[..., MqttRecorder]) -> Iterato
     yield recorder
     recorder.close()
     wipe_retained(mqtt_broker.host, mqtt_broker.port)
+
+
+# --------------------------------------------------------------------------- Home Assistant
+
+
+@pytest.fixture(scope="session", params=VERSIONS, ids=[f"ha{v.rsplit('.', 1)[0]}" for v in VERSIONS])
+def home_assistant(
+    request: pytest.FixtureRequest, mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HomeAssistant]:
+    """A real Home Assistant on the session broker (tests/real_ha.py): every test using it runs once
+    per supported version. One start per version: pytest groups the tests by version and stops one
+    Home Assistant before it starts the next."""
+    version = request.param
+    ha = HomeAssistant.start_new(version, tmp_path_factory.mktemp(f"ha{version}-"), mqtt_broker)
+    try:
+        yield ha
+    finally:
+        ha.close()
 
 
 # --------------------------------------------------------------------------- audio

@@ -1,51 +1,42 @@
 """The Home Assistant side of the service bridge: config/homeassistant/assistant_bridge.yaml.
 
-Its own templates run in the Home Assistant stand-in (tests/ha_standin.py) against the real
+The package runs in a real Home Assistant (tests/real_ha.py, each supported version) on the real
 broker, fed what any client on the broker could publish. Every request gets an answer on the
-result topic, and nothing outside the package's allowlist is ever carried out.
+result topic, allowed calls are carried out (Home Assistant's state shows it, and the command
+reaches the device's MQTT topic), and nothing outside the package's allowlist is ever carried out.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from ha_standin import BridgeStandIn, Entity, HomeAssistantError, Invalid, ServiceNotFound
-from support import Broker, MqttRecorder
+from real_ha import HomeAssistant, HomeAssistantError
+from support import MqttRecorder
 
 TOPIC, RESULT = "assistant/service", "assistant/service/result"
 NOT_ALLOWED = "not allowed by the Home Assistant bridge: "
 TARGETS = NOT_ALLOWED + "data may not name targets "
 LIGHT = "invalid data for light.turn_on: "
 NOT_JSON = "the request is not a JSON object"
+HOUSE = ("switch.allowed", "switch.other", "switch.plug_usb", "switch.gone", "switch.broken", "light.garden")
+HOUSE += ("climate.study", "cover.garage", "fan.ceiling")
+DEVICES = "house/#"  # where the house's MQTT entities receive their commands
 
 
-def house() -> dict[str, Entity]:
-    return {
-        "switch.allowed": Entity(),
-        "switch.other": Entity(device_id="plug_device"),
-        "switch.plug_usb": Entity(device_id="plug_device"),
-        "switch.gone": Entity(state="unavailable"),
-        "switch.broken": Entity(fails="Failed to send request: device did not respond"),
-        "light.garden": Entity(),
-        "climate.study": Entity(state="heat", attributes={"hvac_modes": ["heat", "off"]}),
-        "cover.garage": Entity(state="closed"),
-        "fan.ceiling": Entity(),
-    }
-
-
-@pytest.fixture
-def home_assistant(mqtt_broker: Broker) -> Iterator[BridgeStandIn]:
-    # as an installer would narrow it: not every switch, only the ones named "allowed..."
+@pytest.fixture(scope="module")
+def bridge(home_assistant: HomeAssistant) -> Iterator[HomeAssistant]:
+    """The package as an installer would narrow it: not every switch, only the ones named "allowed..."."""
     allowed = (
         r"^(switch\.allowed.*|switch\.gone|switch\.broken|switch\.missing|light\..+|climate\..+|cover\..+|fan\..+)$"
     )
-    stand_in = BridgeStandIn(mqtt_broker.host, mqtt_broker.port, house(), variables={"allowed_entities": allowed})
-    yield stand_in
-    stand_in.close()
+    home_assistant.install_bridge(allowed_entities=allowed)
+    yield home_assistant
+    home_assistant.install_bridge()
 
 
 def send(mqtt: MqttRecorder, request: dict[str, Any] | str, request_id: str | None = None) -> dict[str, Any]:
@@ -62,25 +53,51 @@ def call(domain: str, service: str, entity_id: Any, data: Any = None) -> dict[st
     return {"domain": domain, "service": service, "entity_id": entity_id, "data": {} if data is None else data}
 
 
-def test_an_allowed_call_is_carried_out_and_answered_ok(home_assistant: BridgeStandIn, mqtt: MqttRecorder) -> None:
+def house_states(ha: HomeAssistant) -> dict[str, Any]:
+    """What Home Assistant says of the house: state and attributes, not when they were written."""
+    return {s["entity_id"]: (s["state"], s["attributes"]) for s in ha.states() if s["entity_id"] in HOUSE}
+
+
+def runs(ha: HomeAssistant) -> list[dict[str, Any]]:
+    """The bridge automation's stored runs (traces), oldest first."""
+    return list(ha.ws({"type": "trace/list", "domain": "automation", "item_id": "assistant_service_bridge"}))
+
+
+def wait_run_after(ha: HomeAssistant, before: list[dict[str, Any]], timeout: float = 10) -> dict[str, Any]:
+    """The first run not in `before`, once it has stopped."""
+    known = {run["run_id"] for run in before}
+    deadline = time.monotonic() + timeout
+    while True:
+        new = [run for run in runs(ha) if run["run_id"] not in known]
+        if new and new[0]["state"] == "stopped":
+            return new[0]
+        assert time.monotonic() < deadline, f"the bridge's run did not stop: {new}"
+
+
+def test_an_allowed_call_is_carried_out_and_answered_ok(bridge: HomeAssistant, mqtt: MqttRecorder) -> None:
     answer = send(mqtt, call("light", "turn_on", "light.garden", {"brightness_pct": 40, "rgb_color": [255, 0, 0]}))
     assert answer["ok"] is True and "error" not in answer
-    assert send(mqtt, call("climate", "set_temperature", "climate.study", {"temperature": 21}))["ok"] is True
-    assert send(mqtt, call("climate", "set_hvac_mode", "climate.study", {"hvac_mode": "off"}))["ok"] is True
+    assert send(mqtt, call("climate", "set_temperature", "climate.study", {"temperature": 23}))["ok"] is True
+    assert send(mqtt, call("climate", "set_hvac_mode", "climate.study", {"hvac_mode": "heat"}))["ok"] is True
     assert send(mqtt, call("cover", "set_cover_position", "cover.garage", {"position": 30}))["ok"] is True
     assert send(mqtt, call("fan", "set_percentage", "fan.ceiling", {"percentage": 55}))["ok"] is True
-    assert home_assistant.performed == [
-        {
-            "action": "light.turn_on",
-            "entity_id": "light.garden",
-            "data": {"brightness_pct": 40.0, "rgb_color": (255, 0, 0)},
-        },
-        {"action": "climate.set_temperature", "entity_id": "climate.study", "data": {"temperature": 21.0}},
-        {"action": "climate.set_hvac_mode", "entity_id": "climate.study", "data": {"hvac_mode": "off"}},
-        {"action": "cover.set_cover_position", "entity_id": "cover.garage", "data": {"position": 30}},
-        {"action": "fan.set_percentage", "entity_id": "fan.ceiling", "data": {"percentage": 55}},
+    # each answer went out after its call: the devices have their commands by now
+    assert [(m.topic, m.text) for m in mqtt.messages(DEVICES)] == [
+        ("house/garden/set", '{"state":"ON","color":{"r":255,"g":0,"b":0},"brightness":102}'),
+        ("house/study/temperature", "23.0"),
+        ("house/study/mode", "heat"),
+        ("house/garage/position", "30"),
+        ("house/ceiling/percentage", "55"),
     ]
-    assert home_assistant.errors == []
+    garden = bridge.state("light.garden")
+    assert garden is not None and garden["state"] == "on"
+    assert garden["attributes"]["brightness"] == 102 and garden["attributes"]["rgb_color"] == [255, 0, 0]
+    study = bridge.state("climate.study")
+    assert study is not None and study["state"] == "heat" and study["attributes"]["temperature"] == 23
+    garage = bridge.state("cover.garage")
+    assert garage is not None and garage["attributes"]["current_position"] == 30
+    ceiling = bridge.state("fan.ceiling")
+    assert ceiling is not None and ceiling["attributes"]["percentage"] == 55
 
 
 # (name, "domain.service", entity_id, data, what the error says); none of them may be carried out
@@ -163,14 +180,17 @@ REFUSALS: list[tuple[str, str, Any, Any, str]] = [
     ("action", "entity_id", "data", "expected"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
 )
 def test_every_refusal_is_answered_and_nothing_is_done(
-    home_assistant: BridgeStandIn, mqtt: MqttRecorder, action: str, entity_id: Any, data: Any, expected: str
+    bridge: HomeAssistant, mqtt: MqttRecorder, action: str, entity_id: Any, data: Any, expected: str
 ) -> None:
     domain, _, service = action.partition(".")
+    states, before = house_states(bridge), runs(bridge)
     answer = send(mqtt, call(domain, service, entity_id, data))
     assert answer["ok"] is False
     assert expected in answer["error"], answer["error"]
-    assert home_assistant.performed == []
-    assert home_assistant.errors == []  # answered by the package, not left to an automation error
+    assert mqtt.messages(DEVICES) == []  # a command would have gone out before the answer
+    assert house_states(bridge) == states
+    # answered by the package, not left to an automation error
+    assert wait_run_after(bridge, before)["script_execution"] == "finished"
 
 
 @pytest.mark.parametrize(
@@ -186,62 +206,36 @@ def test_every_refusal_is_answered_and_nothing_is_done(
     ],
 )
 def test_a_request_that_is_not_json_is_answered(
-    home_assistant: BridgeStandIn, mqtt: MqttRecorder, payload: str, error: str
+    bridge: HomeAssistant, mqtt: MqttRecorder, payload: str, error: str
 ) -> None:
     assert send(mqtt, payload, request_id="") == {"id": "", "ok": False, "error": error}
-    assert home_assistant.performed == []
+    assert mqtt.messages(DEVICES) == []
 
 
-def test_the_answer_echoes_the_id_whatever_it_looks_like(home_assistant: BridgeStandIn, mqtt: MqttRecorder) -> None:
+def test_the_answer_echoes_the_id_whatever_it_looks_like(bridge: HomeAssistant, mqtt: MqttRecorder) -> None:
     for request_id in ("123456789012", "0123", "1e5", "abc def"):
         answer = send(mqtt, call("switch", "turn_on", "switch.allowed"), request_id=request_id)
         assert str(answer["id"]) == request_id and answer["ok"] is True
+    assert [m.text for m in mqtt.messages(DEVICES)] == ["ON"] * 4
 
 
-def test_the_stand_in_does_what_home_assistant_does_with_an_unchecked_call(mqtt_broker: Broker) -> None:
-    """The refusals above mean something only if the stand-in would otherwise act as Home Assistant does."""
-    stand_in = BridgeStandIn(mqtt_broker.host, mqtt_broker.port, house())
-    try:
-        stand_in._action({"action": "switch.turn_on", "target": {"entity_id": "switch.allowed, switch.other"}}, {})
-        assert [p["entity_id"] for p in stand_in.performed] == ["switch.allowed", "switch.other"]
-        stand_in.performed.clear()
-        step = {
-            "action": "switch.turn_on",
-            "target": {"entity_id": "switch.allowed"},
-            "data": {"device_id": "plug_device"},
-        }
-        stand_in._action(step, {})
-        assert [p["entity_id"] for p in stand_in.performed] == ["switch.allowed", "switch.other", "switch.plug_usb"]
-        stand_in.performed.clear()
-        for entity_id in ("switch.missing", "switch.gone"):  # passed over without an error
-            stand_in._action({"action": "switch.turn_on", "target": {"entity_id": entity_id}}, {})
-        assert stand_in.performed == []
-        with pytest.raises(Invalid):
-            stand_in._action(
-                {"action": "light.turn_on", "target": {"entity_id": "light.garden"}, "data": {"brightness_pct": 500}},
-                {},
-            )
-        # continue_on_error goes on after a Home Assistant error, never after invalid data or an unknown action
-        stand_in._sequence(
-            [{"action": "switch.turn_on", "target": {"entity_id": "switch.broken"}, "continue_on_error": True}], {}
-        )
-        with pytest.raises(HomeAssistantError):
-            stand_in._sequence([{"action": "switch.turn_on", "target": {"entity_id": "switch.broken"}}], {})
-        with pytest.raises(Invalid):
-            stand_in._sequence(
-                [
-                    {
-                        "sequence": [
-                            {"action": "switch.turn_on", "target": {"entity_id": "switch.allowed"}, "data": {"x": 1}}
-                        ],
-                        "continue_on_error": True,
-                    }
-                ],
-                {},
-            )
-        with pytest.raises(ServiceNotFound):
-            stand_in._sequence(
-                [{"action": "lock.open", "target": {"entity_id": "lock.x"}, "continue_on_error": True}], {}
-            )
-    finally:
-        stand_in.close()
+def test_home_assistant_itself_would_carry_out_what_the_bridge_refuses(
+    bridge: HomeAssistant, mqtt: MqttRecorder
+) -> None:
+    """The refusals above mean something only because Home Assistant, asked directly, would widen or
+    silently skip these calls."""
+    bridge.call("switch", "turn_off", {"entity_id": ["switch.allowed", "switch.other", "switch.plug_usb"]})
+    bridge.call("switch", "turn_on", {"entity_id": "switch.allowed, switch.other"})  # a comma list: both
+    assert [bridge.state(e)["state"] for e in ("switch.allowed", "switch.other")] == ["on", "on"]  # type: ignore[index]
+    devices = bridge.ws({"type": "config/device_registry/list"})
+    plug = next(d["id"] for d in devices if ["mqtt", "house_plug"] in d["identifiers"])
+    bridge.call("switch", "turn_on", {"entity_id": "switch.allowed", "device_id": plug})  # the whole plug
+    usb = bridge.state("switch.plug_usb")
+    assert usb is not None and usb["state"] == "on"
+    # a missing or unavailable entity: no error, nothing done, which would read as success
+    assert bridge.call("switch", "turn_on", {"entity_id": "switch.missing"}) == []
+    assert bridge.call("switch", "turn_on", {"entity_id": "switch.gone"}) == []
+    assert "house/gone/set" not in {m.topic for m in mqtt.messages(DEVICES)}
+    with pytest.raises(HomeAssistantError) as refused:  # invalid data, by contrast, is refused
+        bridge.call("light", "turn_on", {"entity_id": "light.garden", "brightness_pct": 500})
+    assert refused.value.status == 400

@@ -12,7 +12,7 @@ from typing import Any
 
 from daemon import ENTITIES, base_sections, daemon_env, no_microphone_alsa, run_cli, write_config
 from fake_openai import ChatReply, FakeOpenAI
-from ha_standin import BridgeStandIn, Entity
+from real_ha import HomeAssistant
 from support import Broker, MqttRecorder, PulseAudio, SpeakerRecorder, SpeechFactory, correlate, free_port, read_wav
 
 from assistant import __version__
@@ -196,66 +196,73 @@ def bridge_config(
 
 
 def test_ask_through_the_bridge_reports_its_answer(
-    tmp_path: Path, mqtt_broker: Broker, mqtt: MqttRecorder, fake: FakeOpenAI, pulse: PulseAudio
+    tmp_path: Path, mqtt: MqttRecorder, fake: FakeOpenAI, pulse: PulseAudio, home_assistant: HomeAssistant
 ) -> None:
-    config, stream = bridge_config(tmp_path, mqtt_broker.port, fake)
+    config, stream = bridge_config(tmp_path, home_assistant.broker.port, fake)
+    home_assistant.call("light", "turn_off", {"entity_id": "light.garden"})
+    home_assistant.wait_state("light.garden", lambda s: s is not None and s["state"] == "off")
     mqtt.publish(f"{stream}/light/garden/state", "off", retain=True)
     mqtt.publish(f"{stream}/light/garden/friendly_name", '"Garden lights"', retain=True)
-    home_assistant = BridgeStandIn(mqtt_broker.host, mqtt_broker.port, {"light.garden": Entity()})
+    # the daemon hears of a shed light that Home Assistant does not have (a stale statestream topic)
+    mqtt.publish(f"{stream}/light/shed/state", "off", retain=True)
     env = daemon_env(pulse.env, OPENAI_API_KEY="test-key")
-    try:
-        fake.script = [
-            ChatReply(tool_calls=[("turn_on", {"entity_id": "light.garden"})]),
-            ChatReply(text="The garden lights are on."),
-        ]
-        result = run_cli(["ask", "--config", str(config), "turn on the garden lights"], env)
-        assert result.returncode == 0, result.stderr
-        reply, action = result.stdout.splitlines()[:2]
-        assert reply == "The garden lights are on."
-        assert json.loads(action.removeprefix("  action: "))["ok"] is True, result.stdout
-        assert home_assistant.performed == [{"action": "light.turn_on", "entity_id": "light.garden", "data": {}}]
-        tool_result = fake.of("chat/completions")[1].json["messages"][-1]  # type: ignore[index]
-        assert tool_result["role"] == "tool" and '"result": "done"' in tool_result["content"]
-        # Home Assistant no longer has the entity: the bridge says so, and so does the CLI
-        del home_assistant.entities["light.garden"]
-        fake.script = [
-            ChatReply(tool_calls=[("turn_on", {"entity_id": "light.garden"})]),
-            ChatReply(text="I could not reach the garden lights."),
-        ]
-        result = run_cli(["ask", "--config", str(config), "turn on the garden lights"], env)
-        assert result.returncode == 0, result.stderr
-        action = json.loads(result.stdout.splitlines()[1].removeprefix("  action: "))
-        assert action["ok"] is False and action["error"] == "Home Assistant has no entity light.garden"
-        assert len(home_assistant.performed) == 1
-    finally:
-        home_assistant.close()
+    fake.script = [
+        ChatReply(tool_calls=[("turn_on", {"entity_id": "light.garden"})]),
+        ChatReply(text="The garden lights are on."),
+    ]
+    result = run_cli(["ask", "--config", str(config), "turn on the garden lights"], env)
+    assert result.returncode == 0, result.stderr
+    reply, action = result.stdout.splitlines()[:2]
+    assert reply == "The garden lights are on."
+    assert json.loads(action.removeprefix("  action: "))["ok"] is True, result.stdout
+    garden = home_assistant.state("light.garden")
+    assert garden is not None and garden["state"] == "on"
+    tool_result = fake.of("chat/completions")[1].json["messages"][-1]  # type: ignore[index]
+    assert tool_result["role"] == "tool" and '"result": "done"' in tool_result["content"]
+    # Home Assistant has no such entity: the bridge says so, and so does the CLI
+    fake.script = [
+        ChatReply(tool_calls=[("turn_on", {"entity_id": "light.shed"})]),
+        ChatReply(text="I could not reach the shed light."),
+    ]
+    result = run_cli(["ask", "--config", str(config), "turn on the shed light"], env)
+    assert result.returncode == 0, result.stderr
+    action = json.loads(result.stdout.splitlines()[1].removeprefix("  action: "))
+    assert action["ok"] is False and action["error"] == "Home Assistant has no entity light.shed"
+    assert home_assistant.state("light.shed") is None
 
 
 def test_listen_through_the_bridge_reports_its_answer(
-    tmp_path: Path, mqtt_broker: Broker, mqtt: MqttRecorder, fake: FakeOpenAI, pulse: PulseAudio, speech: SpeechFactory
+    tmp_path: Path,
+    mqtt: MqttRecorder,
+    fake: FakeOpenAI,
+    pulse: PulseAudio,
+    speech: SpeechFactory,
+    home_assistant: HomeAssistant,
 ) -> None:
-    config, stream = bridge_config(tmp_path, mqtt_broker.port, fake, tts={"engine": "none"})
+    config, stream = bridge_config(tmp_path, home_assistant.broker.port, fake, tts={"engine": "none"})
+    home_assistant.call("light", "turn_on", {"entity_id": "light.garden"})
+    home_assistant.wait_state("light.garden", lambda s: s is not None and s["state"] == "on")
     mqtt.publish(f"{stream}/light/garden/state", "on", retain=True)
-    home_assistant = BridgeStandIn(mqtt_broker.host, mqtt_broker.port, {"light.garden": Entity(state="on")})
-    try:
-        fake.transcript = "switch off the garden lights"
-        fake.script = [ChatReply(tool_calls=[("turn_off", {"entity_id": "light.garden"})]), ChatReply(text="Done.")]
-        result = run_cli(
-            ["listen", "--config", str(config), "--file", str(speech("switch off the garden lights"))],
-            daemon_env(pulse.env, OPENAI_API_KEY="test-key"),
-        )
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.splitlines()[:2] == ["heard: switch off the garden lights", "Done."]
-        assert json.loads(result.stdout.splitlines()[2].removeprefix("  action: "))["ok"] is True, result.stdout
-        assert home_assistant.performed == [{"action": "light.turn_off", "entity_id": "light.garden", "data": {}}]
-    finally:
-        home_assistant.close()
+    fake.transcript = "switch off the garden lights"
+    fake.script = [ChatReply(tool_calls=[("turn_off", {"entity_id": "light.garden"})]), ChatReply(text="Done.")]
+    result = run_cli(
+        ["listen", "--config", str(config), "--file", str(speech("switch off the garden lights"))],
+        daemon_env(pulse.env, OPENAI_API_KEY="test-key"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:2] == ["heard: switch off the garden lights", "Done."]
+    assert json.loads(result.stdout.splitlines()[2].removeprefix("  action: "))["ok"] is True, result.stdout
+    garden = home_assistant.state("light.garden")
+    assert garden is not None and garden["state"] == "off"
 
 
 def test_ask_reports_a_bridge_that_does_not_answer(
     tmp_path: Path, mqtt_broker: Broker, mqtt: MqttRecorder, fake: FakeOpenAI, pulse: PulseAudio
 ) -> None:
-    config, stream = bridge_config(tmp_path, mqtt_broker.port, fake, {"bridge_timeout_s": 1})
+    # a topic no Home Assistant listens on (the session's real one answers on assistant/service)
+    config, stream = bridge_config(
+        tmp_path, mqtt_broker.port, fake, {"bridge_timeout_s": 1, "service_topic": "nobody/service"}
+    )
     mqtt.publish(f"{stream}/light/garden/state", "off", retain=True)
     fake.script = [
         ChatReply(tool_calls=[("turn_on", {"entity_id": "light.garden"})]),
@@ -268,8 +275,8 @@ def test_ask_reports_a_bridge_that_does_not_answer(
     action = json.loads(result.stdout.splitlines()[1].removeprefix("  action: "))
     # Home Assistant may still act on it: unconfirmed, not failed (see "What a command's outcome means")
     assert (action["ok"], action["status"]) == (None, "unconfirmed")
-    assert action["error"] == "unconfirmed: no answer from Home Assistant on assistant/service/result within 1 s"
-    assert mqtt.wait_for("assistant/service").json()["entity_id"] == "light.garden"
+    assert action["error"] == "unconfirmed: no answer from Home Assistant on nobody/service/result within 1 s"
+    assert mqtt.wait_for("nobody/service").json()["entity_id"] == "light.garden"
 
 
 def test_ask_reads_states_of_entities_learned_from_discovery(

@@ -4,12 +4,13 @@ topics, its own discovery device, mute, and several sites on one broker."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 from daemon import Daemon, base_sections
 from fake_openai import ChatReply, FakeOpenAI
-from ha_standin import BridgeStandIn, Entity
+from real_ha import BRIDGE_TOPIC, HomeAssistant
 from support import Broker, MqttRecorder, PulseAudio, SpeechFactory, wait_for_log
 
 StartDaemon = Callable[..., tuple[Daemon, str]]
@@ -137,51 +138,47 @@ def test_device_discovery_and_statestream_states(
 
 
 def test_service_bridge_round_trip_and_refusal(
-    fake: FakeOpenAI, mqtt_broker: Broker, mqtt: MqttRecorder, start_daemon: StartDaemon
+    fake: FakeOpenAI, mqtt_broker: Broker, mqtt: MqttRecorder, start_daemon: StartDaemon, home_assistant: HomeAssistant
 ) -> None:
     sections = base_sections(mqtt_broker.port, fake.url)
     stream = f"ss{sections['device']['site_id']}"
-    sections["homeassistant"] |= {"statestream_topic": stream, "service_topic": "assistant/service", "expose": ["*"]}
+    sections["homeassistant"] |= {"statestream_topic": stream, "service_topic": BRIDGE_TOPIC, "expose": ["*"]}
+    reset = time.monotonic()
+    home_assistant.call("climate", "set_hvac_mode", {"entity_id": "climate.living_room", "hvac_mode": "off"})
+    home_assistant.call("climate", "set_temperature", {"entity_id": "climate.living_room", "temperature": 18})
+    mqtt.wait_for("house/living_room/temperature", lambda m: m.text == "18.0", since=reset)  # all reset commands in
+    gate = home_assistant.state("lock.garden_gate")
     mqtt.publish(f"{stream}/climate/living_room/state", "off", retain=True)
     mqtt.publish(f"{stream}/lock/garden_gate/state", "locked", retain=True)
-    home_assistant = BridgeStandIn(
-        mqtt_broker.host,
-        mqtt_broker.port,
-        {
-            "climate.living_room": Entity(state="off", attributes={"hvac_modes": ["off", "heat"]}),
-            "lock.garden_gate": Entity(state="locked"),
-        },
-    )
-    try:
-        _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
-        fake.script = [
-            ChatReply(
-                tool_calls=[
-                    ("set_climate", {"entity_id": "climate.living_room", "hvac_mode": "heat", "temperature": 21})
-                ]
-            ),
-            ChatReply(text="Heating to 21."),
-        ]
-        reply = ask(mqtt, root, "heat the living room to 21", "b1")
-        assert reply["text"] == "Heating to 21."
-        assert [a["ok"] for a in reply["actions"]] == [True, True]
-        assert home_assistant.performed == [
-            {"action": "climate.set_hvac_mode", "entity_id": "climate.living_room", "data": {"hvac_mode": "heat"}},
-            {"action": "climate.set_temperature", "entity_id": "climate.living_room", "data": {"temperature": 21.0}},
-        ]
-        # the lock is exposed to the daemon but not allow-listed in the Home Assistant package
-        fake.script = [
-            ChatReply(tool_calls=[("lock", {"entity_id": "lock.garden_gate", "action": "unlock"})]),
-            ChatReply(text="I could not unlock it."),
-        ]
-        reply = ask(mqtt, root, "unlock the garden gate", "b2")
-        assert reply["actions"][0]["ok"] is False, reply
-        assert "not allowed by the Home Assistant bridge" in reply["actions"][0]["error"]
-        assert len(home_assistant.performed) == 2
-        tool_result = fake.of("chat/completions")[-1].json["messages"][-1]  # type: ignore[index]
-        assert tool_result["role"] == "tool" and "not allowed" in tool_result["content"]
-    finally:
-        home_assistant.close()
+    _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
+    fake.script = [
+        ChatReply(
+            tool_calls=[("set_climate", {"entity_id": "climate.living_room", "hvac_mode": "heat", "temperature": 21})]
+        ),
+        ChatReply(text="Heating to 21."),
+    ]
+    asked = time.monotonic()
+    reply = ask(mqtt, root, "heat the living room to 21", "b1")
+    assert reply["text"] == "Heating to 21."
+    assert [a["ok"] for a in reply["actions"]] == [True, True]
+    # Home Assistant carried both out: its state says so, and the thermostat got the commands
+    living_room = home_assistant.state("climate.living_room")
+    assert living_room is not None and living_room["state"] == "heat"
+    assert living_room["attributes"]["temperature"] == 21
+    commands = [(m.topic, m.text) for m in mqtt.messages("house/#") if m.time >= asked]
+    assert commands == [("house/living_room/mode", "heat"), ("house/living_room/temperature", "21.0")]
+    # the lock is exposed to the daemon but not allow-listed in the Home Assistant package
+    fake.script = [
+        ChatReply(tool_calls=[("lock", {"entity_id": "lock.garden_gate", "action": "unlock"})]),
+        ChatReply(text="I could not unlock it."),
+    ]
+    reply = ask(mqtt, root, "unlock the garden gate", "b2")
+    assert reply["actions"][0]["ok"] is False, reply
+    assert "not allowed by the Home Assistant bridge" in reply["actions"][0]["error"]
+    assert len([m for m in mqtt.messages("house/#") if m.time >= asked]) == 2
+    assert home_assistant.state("lock.garden_gate") == gate
+    tool_result = fake.of("chat/completions")[-1].json["messages"][-1]  # type: ignore[index]
+    assert tool_result["role"] == "tool" and "not allowed" in tool_result["content"]
 
 
 def test_unexposed_entity_is_never_touched_and_refusal_is_reported(
