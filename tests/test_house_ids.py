@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from daemon import Daemon, base_sections, wait_log
 from fake_openai import ChatReply, FakeOpenAI
+from real_ha import BRIDGE_TOPIC, HomeAssistant
 from support import Broker, MqttRecorder
 
 STATE_DIR = "state_dir"
@@ -204,3 +206,57 @@ def test_the_snapshot_makes_entities_known_at_once_and_a_rename_leaves_one(
     reply = ask(mqtt, root, "turn on the reading light", "s4")
     assert reply["actions"][0]["error"] == "no exposed entity 'light.reading'", reply
     assert "switch.hall on" in system_prompt(fake)
+
+
+# The package's allowlist as tests/test_house_snapshot.py installs it (the session's Home Assistant is shared).
+ALLOWED = r"^(light\..+|switch\..+|cover\..+|climate\..+|fan\..+)$"
+
+
+def test_with_a_real_home_assistant_the_one_it_calls_2_is_commanded(
+    fake: FakeOpenAI,
+    mqtt_broker: Broker,
+    mqtt: MqttRecorder,
+    start_daemon: StartDaemon,
+    home_assistant: HomeAssistant,
+    tmp_path: Path,
+) -> None:
+    if f"'{ALLOWED}'" not in (home_assistant.config_dir / "packages/assistant_bridge.yaml").read_text():
+        home_assistant.install_bridge(ALLOWED)
+    tag = uuid.uuid4().hex[:6]
+    keys = [f"0x{tag}{index:010x}" for index in (1, 2)]
+    topics = [f"homeassistant/light/{key}/light/config" for key in keys]
+    base = f"light.duo_{tag}"
+    try:
+        for key, topic, entity_id in zip(keys, topics, (base, f"{base}_2"), strict=True):
+            config = {
+                "name": None,
+                "unique_id": f"{key}_light_zigbee2mqtt",
+                "schema": "json",
+                "command_topic": f"z2m-test/{key}/set",
+                "state_topic": f"z2m-test/{key}",
+                "device": {"identifiers": [f"zigbee2mqtt_{key}"], "name": f"Duo {tag}", "manufacturer": "IKEA"},
+            }
+            mqtt.publish(topic, json.dumps(config), retain=True)
+            home_assistant.wait_state(entity_id, timeout=30)  # one after the other: the second is _2
+        sections = base_sections(mqtt_broker.port, fake.url)
+        sections["homeassistant"] |= {"service_topic": BRIDGE_TOPIC, "version": home_assistant.version}
+        # this daemon once learned them the other way round: without the snapshot it would command the first
+        state_dir = tmp_path / "state-real"
+        state_dir.mkdir()
+        swapped = {f"light {keys[1]}_light_zigbee2mqtt": base, f"light {keys[0]}_light_zigbee2mqtt": f"{base}_2"}
+        (state_dir / "entity_ids.json").write_text(json.dumps({"registered": swapped}))
+        sections["device"]["state_dir"] = str(state_dir)
+        daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
+        wait_subscribed(mqtt_broker, f"z2m-test/{keys[1]}")
+        wait_log(daemon, r"house snapshot: \d+ entities")
+        turn_on(fake, f"{base}_2")
+        reply = ask(mqtt, root, "turn on the second duo lamp", "h1")
+        assert reply["actions"][0]["ok"] is True, reply
+        assert mqtt.wait_for(f"z2m-test/{keys[1]}/set").json()["state"] == "ON"
+        mqtt.assert_no_message(f"z2m-test/{keys[0]}/set", duration=0.3)
+        assert f"{base}_2" in system_prompt(fake)
+    finally:
+        for topic in topics:
+            mqtt.publish(topic, b"", retain=True)
+        for entity_id in (base, f"{base}_2"):
+            home_assistant.wait_state(entity_id, lambda state: state is None, timeout=30)
