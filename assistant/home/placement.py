@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from assistant.home.discovery import Discovered
 from assistant.home.entities import Entity
 from assistant.home.ids import Identities
-from assistant.home.ownership import CONFIG, Conflict
+from assistant.home.ownership import Conflict
 from assistant.home.registry import Registry
 from assistant.home.snapshot import Candidate, HouseEntity, StateChange, device_identifiers, tie
 
@@ -34,15 +34,18 @@ SNAPSHOT = "snapshot"  # the source of entities known only from the snapshot (re
 STATESTREAM = "statestream"
 
 
-@dataclass
+@dataclass(slots=True)
 class Learned:
-    """One discovered entity: `entity` carries its preferred id until `assigned` is set."""
+    """One discovered entity. `entity` is the one in the registry (or claiming its topics, when left
+    out): it carries the preferred id until placed. Kept small: a house may have 100,000 of them.
+    """
 
     identity: str
     unique_key: str | None
-    devices: frozenset[str]
+    name: str  # the friendly name discovery computed, which ties compare (entity.name may be Home Assistant's)
     entity: Entity
     assigned: str = ""
+    shown: bool = False  # known in the registry (else left out, claims only)
 
     @classmethod
     def from_discovered(cls, source: str, found: Discovered) -> Learned:
@@ -50,9 +53,14 @@ class Learned:
         return cls(
             source + (f"#{found.component}" if found.component is not None else ""),
             None if found.unique_id is None else f"{found.domain} {found.unique_id}",
-            device_identifiers(found.config),
+            found.name,
             Entity(found.entity_id, found.name, [], found.area, dict(found.config), source=source),
         )
+
+    @property
+    def devices(self) -> frozenset[str]:
+        """Its device's identifiers (read when a snapshot is there to tie to, not kept)."""
+        return device_identifiers(self.entity.mqtt)
 
 
 class Placement:
@@ -64,7 +72,6 @@ class Placement:
         self.house: dict[str, HouseEntity] | None = None
         self._house_devices: frozenset[str] = frozenset()
         self._learned: dict[str, list[Learned]] = {}  # source -> its entities
-        self._placed: dict[str, str] = {}  # identity -> the id it is under in the registry (or claims under)
         self._ties: dict[str, str] = {}  # identity -> Home Assistant's id
         self._stale = False  # configs came since the last tie: settle() ties again
         self._own: set[str] | None = None  # ids of the snapshot entities known as such (not tied)
@@ -73,13 +80,15 @@ class Placement:
     def learn(self, source: str, learned: list[Learned]) -> list[Conflict]:
         """Set what a discovery topic announces now; an empty list removes what it announced."""
         keep = {item.identity for item in learned}
+        placed = {}  # identity -> the id it was under, for its claims
         for old in self._learned.get(source, []):
+            placed[old.identity] = old.entity.entity_id
             if old.identity not in keep:
                 self.ids.release(old.identity)
-                self._placed.pop(old.identity, None)
                 self._ties.pop(old.identity, None)
         for item in learned:
             item.assigned = self.ids.assign(item.identity, item.entity.entity_id, item.unique_key)
+            item.entity.entity_id = placed.get(item.identity, item.assigned)  # not in the registry yet
         if learned:
             self._learned[source] = learned
         else:
@@ -103,22 +112,19 @@ class Placement:
             return []
         self._stale = False
         candidates = [
-            Candidate(item.identity, item.entity.domain, item.entity.name, item.devices)
+            Candidate(item.identity, item.entity.domain, item.name, devices)
             for items in self._learned.values()
             for item in items
-            if item.devices & self._house_devices
+            if (devices := item.devices) & self._house_devices
         ]
         self._ties, self.ambiguous = tie(self.house.values(), candidates)
-        moved = [
-            source
-            for source, items in self._learned.items()
-            if any(self._placed.get(item.identity) != self._final(item) for item in items)
-        ]
+        moved = [source for source, items in self._learned.items() if any(self._moves(item) for item in items)]
         conflicts = self._place(moved)
-        for identity, entity_id in self._ties.items():  # tied and in place: take Home Assistant's names and state
-            entity = self.registry.entities.get(entity_id)
-            if entity is not None and entity.source != CONFIG and self._placed.get(identity) == entity_id:
-                _take(entity, self.house[entity_id])
+        for items in self._learned.values():  # tied and in place: take Home Assistant's names and state
+            for item in items:
+                tied = self._ties.get(item.identity)
+                if tied is not None and item.shown and self.registry.entities.get(tied) is item.entity:
+                    _take(item.entity, self.house[tied])
         own = set(self.house) - set(self._ties.values())  # the rest are reached through the bridge
         if own != self._own:
             self._own = own
@@ -155,6 +161,11 @@ class Placement:
             return None
         return item.assigned
 
+    def _moves(self, item: Learned) -> bool:
+        """Whether `item` is to go under another id, or in or out of the registry."""
+        final = self._final(item)
+        return item.entity.entity_id != (final or item.assigned) or item.shown != (final is not None)
+
     def _place(self, sources: list[str]) -> list[Conflict]:
         """(Re)build the registry's entities of `sources`: all taken out first, so ids can swap between them."""
         plans = []
@@ -164,14 +175,14 @@ class Placement:
             renamed: dict[str, str] = {}
             for item in self._learned.get(source, []):
                 final = self._final(item)
-                entity = _copy(item.entity, final or item.assigned)
+                target = final or item.assigned
+                if item.entity.entity_id != target:  # a new entity object: the registry indexes the old one by id
+                    renamed[item.entity.entity_id] = target
+                    item.entity = _copy(item.entity, target)
                 if final is not None and self.house is not None and final in self.house:
-                    _take(entity, self.house[final])
-                (shown if final is not None else hidden).append(entity)
-                old = self._placed.get(item.identity)
-                if old is not None and old != entity.entity_id:
-                    renamed[old] = entity.entity_id
-                self._placed[item.identity] = entity.entity_id if final is not None else item.assigned
+                    _take(item.entity, self.house[final])
+                item.shown = final is not None
+                (shown if item.shown else hidden).append(item.entity)
             if renamed:
                 self.registry.claims.rename(source, renamed)  # a topic's first claimant stays first
             plans.append((source, shown, hidden))
