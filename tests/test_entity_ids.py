@@ -12,7 +12,7 @@ from assistant.config import HomeAssistantConfig, parse_config
 from assistant.home.announce import discovery_payload, discovery_topic
 from assistant.home.discovery import parse_discovery
 from assistant.home.entities import CommandError
-from assistant.home.ids import MAX_DELETED, Identities
+from assistant.home.ids import MAX_DELETED, Identities, dump
 from assistant.home.placement import Learned, Placement
 from assistant.home.registry import Registry
 
@@ -184,3 +184,14 @@ def test_the_daemons_own_entities_get_one_id_on_every_supported_version(version:
         "switch.assistant_kitchen_mute",
         "text.assistant_kitchen_ask",
     ]
+
+
+def test_saved_ids_are_json_written_in_slices() -> None:
+    ids = Identities()
+    for number in range(5):
+        ids.assign(f"t{number}", "sensor.s", f"sensor u{number}")
+    ids.release("t0")
+    export = ids.export()
+    assert json.loads(dump(export, slice_size=2)) == export
+    assert json.loads(dump({"registered": {}, "deleted": {}})) == {"registered": {}, "deleted": {}}
+    assert Identities(json.loads(dump(export, slice_size=2))).registered == ids.registered

@@ -89,7 +89,7 @@ class Assistant:
             ServiceBridge(ha.service_topic, self.send_command, ha.bridge_timeout_s) if ha.service_topic else None
         )
         ids = Store(config.device.state_dir, "entity_ids.json")  # learned entity ids, kept like HA's registry
-        self.house = House(config, self.link, self.registry, self.bridge, ids.load(), ids.replace)
+        self.house = House(config, self.link, self.registry, self.bridge, ids.load(), ids.write)
         self.store = Store(config.device.state_dir)
         self.machine = StateMachine(config.wake.mode, bool(self.store.load().get("muted", False)), self._state_changed)
         self.state_published = False  # the state goes out once the daemon is ready

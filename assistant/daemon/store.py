@@ -34,10 +34,14 @@ class Store:
 
     def replace(self, data: dict[str, Any]) -> bool:
         """Write `data` as the whole file, atomically; False (and a warning) if the disk will not take it."""
+        return self.write(json.dumps(data))
+
+    def write(self, text: str) -> bool:
+        """Write JSON `text` as the whole file, atomically; False (and a warning) if the disk will not take it."""
         temporary = self.path.with_suffix(".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary.write_text(json.dumps(data))
+            temporary.write_text(text)
             os.replace(temporary, self.path)
         except OSError as error:
             log.warning("cannot save state to %s (%s); it will not survive a restart", self.path, error)

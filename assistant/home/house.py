@@ -19,7 +19,7 @@ from assistant.config import Config
 from assistant.home.announce import discovery_payload, discovery_topic
 from assistant.home.bridge import ServiceBridge
 from assistant.home.discovery import DiscoveryError, discovery_topics, parse_discovery
-from assistant.home.ids import Identities
+from assistant.home.ids import Identities, dump
 from assistant.home.ownership import Conflict
 from assistant.home.placement import Learned, Placement
 from assistant.home.registry import Registry
@@ -44,9 +44,9 @@ class House:
         registry: Registry,
         bridge: ServiceBridge | None,
         saved_ids: dict[str, Any] | None = None,
-        save_ids: Callable[[dict[str, Any]], bool] | None = None,
+        save_ids: Callable[[str], bool] | None = None,
     ) -> None:
-        """`saved_ids` / `save_ids`: the learned entity ids kept in the state directory (see ids.py)."""
+        """`saved_ids` / `save_ids` (JSON text): the learned entity ids kept in the state directory (see ids.py)."""
         self.config = config
         self.ha = config.homeassistant
         self.link = link
@@ -63,6 +63,7 @@ class House:
         self.placement = Placement(registry, Identities(saved_ids))
         self._save_ids = save_ids
         self._save_timer: asyncio.TimerHandle | None = None
+        self._saving: asyncio.Future[bool] | None = None  # a save under way in a worker thread
         self._last_id = 0.0  # when an id was last assigned or freed
         self._duplicates_told: set[str] = set()
         self.house_topic = f"{self.ha.service_topic}/house" if self.ha.service_topic else None
@@ -252,18 +253,32 @@ class House:
         self.placement.ambiguous = []
 
     def _save(self) -> None:
-        """Save the learned ids once the configs have stopped coming (a burst of 100,000 is saved once)."""
+        """Save the learned ids once the configs have stopped coming (a burst of 100,000 is saved once).
+
+        Encoding and writing 100,000 ids takes 0.1 to 0.5 s: it runs in a worker thread, in
+        slices (see ids.dump), so microphone frames are not held up meanwhile.
+        """
+        loop = asyncio.get_running_loop()
         quiet = time.monotonic() - self._last_id
-        if quiet < SAVE_QUIET_S:
-            self._save_timer = asyncio.get_running_loop().call_later(SAVE_QUIET_S - quiet, self._save)
+        if quiet < SAVE_QUIET_S or self._saving is not None:
+            self._save_timer = loop.call_later(max(0.1, SAVE_QUIET_S - quiet), self._save)
             return
         self._save_timer = None
-        self.save()
+        if self._save_ids is None or not self.placement.ids.dirty:
+            return
+        save, data = self._save_ids, self.placement.ids.export()
+        self._saving = loop.run_in_executor(None, lambda: save(dump(data)))
+        self._saving.add_done_callback(self._saved)
+
+    def _saved(self, saving: asyncio.Future[bool]) -> None:
+        self._saving = None
+        if saving.exception() is not None or not saving.result():
+            self.placement.ids.dirty = True  # try again with the next change (the store logged why)
 
     def save(self) -> None:
-        """Save the learned ids now if any changed (also when the daemon stops)."""
+        """Save the learned ids now if any changed (when the daemon stops or reloads)."""
         if self._save_ids is not None and self.placement.ids.dirty:
-            self._save_ids(self.placement.ids.export())
+            self._save_ids(dump(self.placement.ids.export()))
 
     def report(self, conflicts: list[Conflict]) -> None:
         """Log and publish event/error for each refused claim, once (retained configs are re-read often)."""
