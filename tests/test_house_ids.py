@@ -206,6 +206,10 @@ def test_the_snapshot_makes_entities_known_at_once_and_a_rename_leaves_one(
     reply = ask(mqtt, root, "turn on the reading light", "s4")
     assert reply["actions"][0]["error"] == "no exposed entity 'light.reading'", reply
     assert "switch.hall on" in system_prompt(fake)
+    # Home Assistant restarted: the snapshot is asked for again
+    restarted = time.monotonic()
+    mqtt.publish(f"{prefix}/status", "online")
+    mqtt.wait_for(f"{service}/house/get", since=restarted)
 
 
 # The package's allowlist as tests/test_house_snapshot.py installs it (the session's Home Assistant is shared).
