@@ -18,7 +18,6 @@ package's house snapshot (assistant/home/snapshot.py) has come, it is the truth:
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 
 from assistant.home.discovery import Discovered
@@ -27,8 +26,6 @@ from assistant.home.ids import Identities
 from assistant.home.ownership import Conflict
 from assistant.home.registry import Registry
 from assistant.home.snapshot import Candidate, HouseEntity, StateChange, device_identifiers, tie
-
-log = logging.getLogger(__name__)
 
 SNAPSHOT = "snapshot"  # the source of entities known only from the snapshot (reached through the bridge)
 STATESTREAM = "statestream"

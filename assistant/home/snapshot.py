@@ -1,4 +1,4 @@
-"""The house snapshot: every entity as Home Assistant itself knows it (see SNAPSHOT contract below).
+"""The house snapshot: every entity as Home Assistant itself knows it, from the bridge package.
 
 The bridge package (config/homeassistant/assistant_bridge.yaml) publishes on
 `<service_topic>/house` (retained) the entities its allowlist admits, with their real
