@@ -139,7 +139,6 @@ class HomeAssistant:
                 [str(self.venv / "bin/hass"), "-c", str(self.config_dir), "--skip-pip"],
                 stdout=console,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         self._wait(self._api_answers, timeout, "its HTTP API to answer")
         remaining = max(1.0, timeout - (time.monotonic() - began))
