@@ -6,13 +6,14 @@ import grp
 import json
 import re
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from daemon import ENTITIES, base_sections, daemon_env, no_microphone_alsa, run_cli, write_config
 from fake_openai import ChatReply, FakeOpenAI
-from real_ha import HomeAssistant
+from real_ha import BRIDGE_TOPIC, HomeAssistant
 from support import Broker, MqttRecorder, PulseAudio, SpeakerRecorder, SpeechFactory, correlate, free_port, read_wav
 
 from assistant import __version__
@@ -219,15 +220,18 @@ def test_ask_through_the_bridge_reports_its_answer(
     assert garden is not None and garden["state"] == "on"
     tool_result = fake.of("chat/completions")[1].json["messages"][-1]  # type: ignore[index]
     assert tool_result["role"] == "tool" and '"result": "done"' in tool_result["content"]
-    # Home Assistant has no such entity: the bridge says so, and so does the CLI
+    # Home Assistant has no such entity: its house snapshot does not list it, so the stale statestream
+    # topic offers nothing (the daemon says so without asking the bridge)
     fake.script = [
         ChatReply(tool_calls=[("turn_on", {"entity_id": "light.shed"})]),
         ChatReply(text="I could not reach the shed light."),
     ]
+    asked = time.monotonic()
     result = run_cli(["ask", "--config", str(config), "turn on the shed light"], env)
     assert result.returncode == 0, result.stderr
     action = json.loads(result.stdout.splitlines()[1].removeprefix("  action: "))
-    assert action["ok"] is False and action["error"] == "Home Assistant has no entity light.shed"
+    assert action["ok"] is False and action["error"] == "no exposed entity 'light.shed'"
+    assert [m for m in mqtt.messages(BRIDGE_TOPIC) if m.time >= asked] == []
     assert home_assistant.state("light.shed") is None
 
 

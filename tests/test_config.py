@@ -388,3 +388,16 @@ def test_typed_settings_keep_typed_parsing() -> None:
     assert config.wake.model == ["hey_jarvis"]
     assert config.vad.max_utterance_s == 10.0
     assert problems({}, {**KEY_ENV, "ASSISTANT_MQTT__BOGUS": "1"}) == ["mqtt.bogus: unknown setting"]
+
+
+def test_home_assistant_version_is_checked_and_named() -> None:
+    config = parse_config({"homeassistant": {"version": "2025.4.4"}}, {"OPENAI_API_KEY": "k"})
+    assert config.homeassistant.ha_version == (2025, 4)
+    assert parse_config({}, {"OPENAI_API_KEY": "k"}).homeassistant.ha_version is None  # the newest rules
+    assert problems({"homeassistant": {"version": "25.4"}}) == [
+        "homeassistant.version: '25.4' is not a Home Assistant version: write it as YYYY.M or YYYY.M.P (e.g. 2025.4.4)"
+    ]
+    assert problems({"homeassistant": {"version": "2025.13"}})[0].startswith("homeassistant.version: '2025.13' is not")
+    assert problems({"homeassistant": {"version": 2025.10}}) == [
+        'homeassistant.version: write the version in quotes ("2025.1" as a number loses a trailing 0)'
+    ]

@@ -302,7 +302,7 @@ def test_empty_object_and_migration_request_remove_like_ha() -> None:
         ({"name": "Ceiling"}, "light.ceiling", "Ceiling"),
         ({"name": "Ceiling", "dev": {"ids": "k1"}}, "light.ceiling", "Ceiling"),
         ({}, "light.mqtt_lightentity", "MQTT LightEntity"),
-        ({"name": "Ceiling", "obj_id": "my lamp", "dev": {"ids": "k1", "name": "K"}}, "light.my_lamp", "K Ceiling"),
+        ({"name": "Ceiling", "obj_id": "my lamp", "dev": {"ids": "k1", "name": "K"}}, "light.k_ceiling", "K Ceiling"),
         ({"name": "Ceiling", "obj_id": "my_lamp", "def_ent_id": "light.desk"}, "light.desk", "Ceiling"),
         ({"name": "Ceiling", "default_entity_id": "switch.desk"}, "light.desk", "Ceiling"),
         ({"name": "Lámpara Café", "dev": {"ids": "s1", "name": "Salón"}}, "light.salon_lampara_cafe", None),
@@ -462,3 +462,33 @@ def test_custom_prefix() -> None:
     (entity,) = parse("ha/discovery/switch/relay/config", {"name": "Relay"}, "ha/discovery").entities
     assert entity.entity_id == "switch.relay"
     assert parse_discovery(TASMOTA_TOPIC, json.dumps(TASMOTA_RELAY).encode(), "ha/discovery") is None
+
+
+@pytest.mark.parametrize(
+    ("version", "config", "entity_id"),
+    [
+        # before 2025.10 only object_id counts
+        ((2025, 4), {"obj_id": "shed_power", "def_ent_id": "switch.shed_heater"}, "switch.shed_power"),
+        ((2024, 11), {"default_entity_id": "switch.shed_heater"}, "switch.shed"),
+        # from 2025.10 default_entity_id wins; object_id still counts without it, until 2026.4
+        ((2025, 10), {"obj_id": "shed_power", "def_ent_id": "switch.shed_heater"}, "switch.shed_heater"),
+        ((2025, 10), {"obj_id": "shed_power"}, "switch.shed_power"),
+        ((2026, 3), {"obj_id": "shed_power"}, "switch.shed_power"),
+        ((2026, 4), {"obj_id": "shed_power"}, "switch.shed"),
+        (None, {"obj_id": "shed_power", "def_ent_id": "switch.shed_heater"}, "switch.shed_heater"),
+        (None, {"obj_id": "shed_power"}, "switch.shed"),
+    ],
+)
+def test_entity_id_rules_follow_the_home_assistant_version(
+    version: tuple[int, int] | None, config: dict[str, Any], entity_id: str
+) -> None:
+    payload = json.dumps({"name": "Shed", "uniq_id": "s1", "cmd_t": "shed/set", **config}).encode()
+    update = parse_discovery("homeassistant/switch/shed/config", payload, version=version)
+    assert update is not None
+    assert update.entities[0].entity_id == entity_id
+
+
+def test_device_components_carry_their_component_id() -> None:
+    update = parse(DEVICE_TOPIC, device_payload({"lamp": LAMP}))
+    assert [e.component for e in update.entities] == ["lamp"]
+    assert only(TASMOTA_TOPIC, TASMOTA_RELAY).component is None

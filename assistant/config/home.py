@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -61,6 +62,17 @@ class EntityConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+VERSION_PATTERN = re.compile(r"^(\d{4})\.(\d{1,2})(?:\.(\d+))?$")
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    """(year, month) of a Home Assistant version "YYYY.M[.P]"; ValueError naming the text otherwise."""
+    found = VERSION_PATTERN.fullmatch(text.strip())
+    if found is None or not 1 <= int(found.group(2)) <= 12:
+        raise ValueError(f"{text!r} is not a Home Assistant version: write it as YYYY.M or YYYY.M.P (e.g. 2025.4.4)")
+    return int(found.group(1)), int(found.group(2))
+
+
 DEFAULT_EXPOSE = ["light.*", "switch.*", "fan.*", "climate.*", "scene.*", "sensor.*", "binary_sensor.*"]
 
 
@@ -73,8 +85,24 @@ class HomeAssistantConfig(Section):
     statestream_topic: str | None = Field(None, pattern=r"^[^#+]+$")
     service_topic: str | None = Field(None, pattern=r"^[^#+]+$")
     bridge_timeout_s: float = Field(5.0, gt=0, le=60)
+    version: str | None = None  # the Home Assistant version in use: whose entity id rules discovery follows
     expose: list[str] = Field(default_factory=lambda: list(DEFAULT_EXPOSE))
     entities: list[EntityConfig] = Field(default_factory=list)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, version: Any) -> Any:
+        """A quoted "YYYY.M[.P]": unquoted, 2025.10 would read as the number 2025.1."""
+        if isinstance(version, int | float) and not isinstance(version, bool):
+            raise ValueError(f'write the version in quotes ("{version}" as a number loses a trailing 0)')  # noqa: TRY004
+        if isinstance(version, str):
+            parse_version(version)
+        return version
+
+    @property
+    def ha_version(self) -> tuple[int, int] | None:
+        """(year, month) of `version`, or None: follow the newest Home Assistant's rules."""
+        return None if self.version is None else parse_version(self.version)
 
     @field_validator("entities")
     @classmethod

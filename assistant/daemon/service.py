@@ -88,7 +88,8 @@ class Assistant:
         self.bridge = (
             ServiceBridge(ha.service_topic, self.send_command, ha.bridge_timeout_s) if ha.service_topic else None
         )
-        self.house = House(config, self.link, self.registry, self.bridge)
+        ids = Store(config.device.state_dir, "entity_ids.json")  # learned entity ids, kept like HA's registry
+        self.house = House(config, self.link, self.registry, self.bridge, ids.load(), ids.write)
         self.store = Store(config.device.state_dir)
         self.machine = StateMachine(config.wake.mode, bool(self.store.load().get("muted", False)), self._state_changed)
         self.state_published = False  # the state goes out once the daemon is ready
@@ -170,6 +171,7 @@ class Assistant:
             self.link.publish(f"{self.root}/state", self.machine.state, retain=True)
         self.link.publish(f"{self.root}/mute", "ON" if self.machine.muted else "OFF", retain=True)
         self.house.announce()
+        self.house.request_snapshot()
 
     def set_muted(self, muted: bool) -> None:
         """Mute or unmute the microphone; remembered across restarts."""
@@ -326,6 +328,7 @@ class Assistant:
         if microphone is not None:
             microphone.close()
         self.card.close()
+        self.house.save()  # before a reload's next instance reads them
         following = self.next_config
         if following is not None and following.mqtt == self.config.mqtt and following.topic_root == self.root:
             # The next instance keeps this connection: no request sent during the reload is

@@ -1,4 +1,4 @@
-"""Small persistent state (mute) in the state directory; a full or read-only disk is survivable."""
+"""Small persistent state (mute, learned entity ids) in the state directory; a full or read-only disk is survivable."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ log = logging.getLogger(__name__)
 class Store:
     """A JSON file of settings that must survive a restart."""
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / "state.json"
+    def __init__(self, directory: Path, name: str = "state.json") -> None:
+        self.path = directory / name
 
     def load(self) -> dict[str, Any]:
         """What was saved, or {} if nothing (or nothing readable) was."""
@@ -30,11 +30,18 @@ class Store:
 
     def save(self, **values: Any) -> bool:
         """Merge and write atomically; False (and a warning) if the disk will not take it."""
-        data = {**self.load(), **values}
+        return self.replace({**self.load(), **values})
+
+    def replace(self, data: dict[str, Any]) -> bool:
+        """Write `data` as the whole file, atomically; False (and a warning) if the disk will not take it."""
+        return self.write(json.dumps(data))
+
+    def write(self, text: str) -> bool:
+        """Write JSON `text` as the whole file, atomically; False (and a warning) if the disk will not take it."""
         temporary = self.path.with_suffix(".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary.write_text(json.dumps(data))
+            temporary.write_text(text)
             os.replace(temporary, self.path)
         except OSError as error:
             log.warning("cannot save state to %s (%s); it will not survive a restart", self.path, error)

@@ -78,7 +78,10 @@ def discovery_payload(config: Config) -> str:
         image["content_type"] = f"image/{config.images.output_format or 'png'}"
         components["image"] = image
     for key, component in components.items():
+        # One id on every Home Assistant from 2024.11 (device-based discovery) on: object_id
+        # counts until 2026.4, default_entity_id from 2025.10 (and wins when both are given).
         component["unique_id"] = f"{node}_{key}"
+        component["object_id"] = f"{node}_{key}"
         component["default_entity_id"] = f"{component['platform']}.{node}_{key}"
     payload = {
         "device": {

@@ -17,6 +17,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from assistant.home.ids import Version, id_candidates
+
 
 def _table(text: str) -> dict[str, str]:
     """Parse ``abbr=full`` pairs; kept as text so the long tables stay compact."""
@@ -188,6 +190,7 @@ class Discovered:
     area: str | None
     config: dict[str, Any]
     unique_id: str | None
+    component: str | None = None  # its key in a device-based config's `cmps`
 
 
 @dataclass(frozen=True)
@@ -277,8 +280,10 @@ def _apply_base(config: dict[str, Any], base: str) -> None:
             entry["topic"] = _rebase(entry["topic"], base)
 
 
-def parse_discovery(topic: str, payload: bytes, prefix: str = "homeassistant") -> DiscoveryUpdate | None:
-    """What a discovery message announces; None when the topic is not a discovery config topic."""
+def parse_discovery(
+    topic: str, payload: bytes, prefix: str = "homeassistant", version: Version | None = None
+) -> DiscoveryUpdate | None:
+    """What a discovery message announces, ids by `version`'s rules; None for a topic that is no config topic."""
     parts = _split_topic(topic, prefix)
     if parts is None:
         return None
@@ -287,11 +292,11 @@ def parse_discovery(topic: str, payload: bytes, prefix: str = "homeassistant") -
         return DiscoveryUpdate(topic, [])  # retained config cleared: the entity or whole device is gone
     data = _load(payload)
     if component == "device":
-        return DiscoveryUpdate(topic, _device_entities(data))
+        return DiscoveryUpdate(topic, _device_entities(data, version))
     config = expand(data)
     if not config or config.get("migrate_discovery") is True:
         return DiscoveryUpdate(topic, [])  # HA treats `{}` and a migration request as removal
-    return DiscoveryUpdate(topic, [_entity(component, config, object_id)])
+    return DiscoveryUpdate(topic, [_entity(component, config, object_id, version)])
 
 
 def _split_topic(topic: str, prefix: str) -> tuple[str, str] | None:
@@ -324,7 +329,7 @@ def _load(payload: bytes) -> dict[str, Any]:
     return data
 
 
-def _device_entities(data: dict[str, Any]) -> list[Discovered]:
+def _device_entities(data: dict[str, Any], version: Version | None) -> list[Discovered]:
     """One entity per component of a device-based payload; a platform-only component is removed."""
     top = _expand_keys(data)
     if top.get("migrate_discovery") is True:
@@ -345,11 +350,13 @@ def _device_entities(data: dict[str, Any]) -> list[Discovered]:
             continue
         merged = {**shared, **own}
         merged.update({key: top[key] for key in ("device", "origin") if key in top})
-        entities.append(_entity(platform, expand(merged), component_id))
+        entities.append(_entity(platform, expand(merged), component_id, version, component=component_id))
     return entities
 
 
-def _entity(domain: str, config: dict[str, Any], fallback: str) -> Discovered:
+def _entity(
+    domain: str, config: dict[str, Any], fallback: str, version: Version | None, component: str | None = None
+) -> Discovered:
     """Name, entity id and area for one expanded config; `fallback` is its discovery object id."""
     friendly = _friendly_name(domain, config)
     device = config.get("device")
@@ -357,11 +364,12 @@ def _entity(domain: str, config: dict[str, Any], fallback: str) -> Discovered:
     unique_id = config.get("unique_id")
     return Discovered(
         domain=domain,
-        entity_id=_entity_id(domain, config, friendly, fallback),
+        entity_id=_entity_id(domain, config, friendly, fallback, version),
         name=friendly or fallback,
         area=area if isinstance(area, str) and area else None,
         config=config,
         unique_id=None if unique_id is None else str(unique_id),
+        component=component,
     )
 
 
@@ -398,13 +406,11 @@ def _friendly_name(domain: str, config: dict[str, Any]) -> str | None:
     return device_name if name is None else f"{device_name} {name}".strip()
 
 
-def _entity_id(domain: str, config: dict[str, Any], friendly: str | None, fallback: str) -> str:
-    """default_entity_id, then object_id, then the friendly name, then the discovery object id."""
-    default = config.get("default_entity_id")
-    if isinstance(default, str):
-        _, dot, rest = default.partition(".")
-        default = rest if dot else default  # HA keeps only the object part; the domain is the platform's
-    for candidate in (default, config.get("object_id"), friendly, fallback):
+def _entity_id(
+    domain: str, config: dict[str, Any], friendly: str | None, fallback: str, version: Version | None
+) -> str:
+    """default_entity_id or object_id (see ids.id_candidates), then the friendly name, then the discovery object id."""
+    for candidate in (*id_candidates(config, version), friendly, fallback):
         if isinstance(candidate, str) and (slug := _slug(candidate)):
             return f"{domain}.{slug}"
     return f"{domain}.unknown"

@@ -67,6 +67,15 @@ class Claims:
                 del self._by_topic[topic]
         return released
 
+    def rename(self, source: str, renamed: dict[str, str]) -> None:
+        """Give the claims of `source`'s entities their new ids ({old: new}, all at once), keeping their places."""
+        for topic in self._by_source.get(source, ()):
+            claims = self._by_topic[topic]
+            if any(src == source and eid in renamed for src, eid in claims):
+                self._by_topic[topic] = {
+                    (src, renamed.get(eid, eid) if src == source else eid): key for (src, eid), key in claims.items()
+                }
+
     def conflicts(self, source: str, entity_id: str, topics: dict[str, str]) -> list[Conflict]:
         """The topics of `entity_id` that another entity claimed before it.
 

@@ -28,6 +28,7 @@ class Registry:
     def __init__(self, config: HomeAssistantConfig) -> None:
         self.config = config
         self.expose_patterns = list(config.expose)
+        self.house: set[str] | None = None  # ids in Home Assistant's snapshot, once one came (see placement.py)
         self.entities: dict[str, Entity] = {}
         self.version = 0  # bumped whenever entities come or go, for caches built from the registry
         # Indexes kept up to date entry by entry: a discovery storm of 100,000 configs must not
@@ -119,11 +120,23 @@ class Registry:
         Assistant restarted) changes no topic's owner; topics it no longer claims are
         freed, and entities held back for them are let in.
         """
-        kept = {(topic, e.entity_id) for e in entities for topic in e.command_topics()}
-        released = self.claims.release(source, kept)
+        return self.attach(source, entities, self.detach(source))
+
+    def detach(self, source: str) -> dict[str, Entity]:
+        """Take the entities of `source` out (their claims stay); `attach` puts what replaces them in."""
         previous = {eid: self.entities.pop(eid) for eid in sorted(self._sources.get(source, ()))}
         for gone in previous.values():
             self._unindex(gone)
+        return previous
+
+    def attach(
+        self, source: str, entities: list[Entity], previous: dict[str, Entity], hidden: tuple[Entity, ...] = ()
+    ) -> list[Conflict]:
+        """The second half of replace_source; `hidden` entities keep their claims without being known."""
+        kept = {(topic, e.entity_id) for e in (*entities, *hidden) for topic in e.command_topics()}
+        released = self.claims.release(source, kept)
+        for entity in hidden:
+            self.claims.claim(source, entity.entity_id, entity.command_topics())
         for entity_id in [eid for src, eid in self._held if src == source]:
             del self._held[(source, entity_id)]
         conflicts = []
@@ -237,6 +250,8 @@ class Registry:
         entity = self.entities.get(entity_id)
         if entity is None and entity_id in self.held():
             return None  # refused for its topics: not to be reached through the bridge either
+        if entity is None and self.house is not None:
+            return None  # the snapshot lists every entity there is: this one was renamed or removed
         if entity is None:
             entity = Entity(entity_id, object_id.replace("_", " ").capitalize(), source="statestream")
             self.add(entity)
