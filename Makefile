@@ -16,6 +16,7 @@ config/assistant.toml:
 
 test:
 	@scripts/setup.sh --test
+	.venv/bin/python scripts/check_wheels.py
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 	.venv/bin/ruff check assistant tests bench
 	.venv/bin/mypy assistant
