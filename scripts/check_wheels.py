@@ -77,7 +77,7 @@ def requirements(pyproject: str, extras: tuple[str, ...] = EXTRAS) -> list[str]:
 
 def pip_command(target: Target, reqs: list[str], dest: Path) -> list[str]:
     """`pip download` resolving `reqs` for `target` from wheels only."""
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(dest)]
+    command = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--dest", str(dest)]
     for platform in target.platforms:
         command += ["--platform", platform]
     command += ["--python-version", target.python, "--implementation", "cp"]
@@ -86,13 +86,23 @@ def pip_command(target: Target, reqs: list[str], dest: Path) -> list[str]:
 
 
 _MISSING = re.compile(r"No matching distribution found for (\S+)")
+_CONFLICT = re.compile(r"^\s+(\S+) \S+ depends on (.+?)\s*$", re.MULTILINE)  # "hassil 3.13.0 depends on PyYAML<7"
 _OFFLINE = re.compile(r"NewConnectionError|Failed to establish|Temporary failure in name resolution|ConnectionError")
 
 
 def missing_requirement(pip_output: str) -> str | None:
     """The requirement pip found no wheel for (it may be one a dependency pulls in), if that is why it failed."""
     match = _MISSING.search(pip_output)
-    return match.group(1) if match else None
+    if match:
+        return match.group(1)
+    # A dependency of one without a wheel: pip explains it as a conflict after trying every version.
+    if "The conflict is caused by:" in pip_output:
+        causes = dict.fromkeys(
+            f"{dep} (needed by {pkg})"
+            for pkg, dep in _CONFLICT.findall(pip_output.split("The conflict is caused by:")[1])
+        )
+        return "; ".join(causes) or None
+    return None
 
 
 def explain(target: Target, returncode: int, output: str) -> str | None:

@@ -75,3 +75,18 @@ def test_explain_passes_and_tells_offline_from_missing() -> None:
     assert (
         explain(AARCH64[1], 2, other) == "trixie aarch64 (CPython 3.13): pip failed: ERROR: something else went wrong"
     )
+
+
+def test_explain_names_a_dependency_without_a_wheel_behind_a_conflict() -> None:
+    output = (
+        "Collecting hassil>=3.12\n"
+        "The conflict is caused by:\n"
+        "    hassil 3.13.0 depends on PyYAML<7 and >=6.0\n"
+        "    hassil 3.12.1 depends on PyYAML<7 and >=6.0\n"
+        "\n"
+        "To fix this you could try to:\n"
+        "ERROR: ResolutionImpossible: for help visit https://pip.pypa.io/...\n"
+    )
+    assert explain(ARMV7L, 1, output) == (
+        "bookworm armv7l (CPython 3.11): no binary wheel for PyYAML<7 and >=6.0 (needed by hassil)"
+    )
