@@ -55,8 +55,8 @@ if $bits32; then
         cat >&2 <<MESSAGE
 setup: this is a 32-bit ARM system ($arch). Install the 64-bit Raspberry Pi OS instead (Pi 3, 4, 5,
 400, Zero 2 W, Compute Module 3/4/5): on 32-bit, PyPI has no wheels for numpy, cffi,
-webrtcvad-wheels and pymicro-features (nor PyYAML, for the tests), and Piper, the natural
-offline voice, has none at all. A Pi 1, 2 (before v1.2), Zero or Zero W cannot run it.
+webrtcvad-wheels, pymicro-features and PyYAML, and Piper, the natural offline voice, has
+none at all. A Pi 1, 2 (before v1.2), Zero or Zero W cannot run it.
 To build here anyway (piwheels where it has wheels, a compiler for the rest; the first install
 takes roughly 15 minutes with piwheels, over an hour if numpy must be compiled on a Pi 3):
     ASSISTANT_ALLOW_32BIT=1 $0 $*

@@ -234,3 +234,53 @@ def test_cpu_cost(tmp_path: Path) -> None:
         cost[len(names)] = (time.process_time() - started) / seconds
     print(f"CPU per audio second: one model {cost[1] * 1000:.2f} ms, three models {cost[3] * 1000:.2f} ms")
     assert cost[1] < 0.05
+
+
+def test_direct_inference_matches_the_librarys_own(tmp_path: Path) -> None:
+    """The interpreter driven directly gives pymicro-wakeword's probabilities, slice for slice."""
+    from pymicro_features import MicroFrontend
+    from pymicro_wakeword import MicroWakeWord, Model
+
+    from assistant.audio.wakeword import _Inference
+
+    speech = np.concatenate([espeak(tmp_path, "okay nabu"), espeak(tmp_path, "hey jarvis, what time is it")])
+    pcm = speech.astype("<i2").tobytes()
+    direct = _Inference(MicroWakeWord.from_builtin(Model("okay_nabu")))
+    library = MicroWakeWord.from_builtin(Model("okay_nabu"))
+    assert direct.direct
+    frontend = MicroFrontend()
+    ours, theirs = [], []
+    for start in range(0, len(pcm) - 319, 320):
+        features = frontend.process_samples(pcm[start : start + 320]).features
+        if not features:
+            continue
+        mine = direct.feed(features)
+        reference = library.process_streaming_prob(np.array(features).reshape((1, 1, len(features))))
+        if mine is not None:
+            ours.append(mine)
+            theirs.append(reference)
+    assert len(ours) > 100
+    assert max(ours) > 0.9  # the wake word was in there
+    assert ours == pytest.approx(theirs, abs=1e-6)
+
+
+def test_direct_inference_falls_back_to_the_library_without_its_handles() -> None:
+    """A pymicro-wakeword release without the interpreter attributes still works, through its own helper."""
+    from pymicro_wakeword import MicroWakeWord, Model
+
+    from assistant.audio.wakeword import _Inference
+
+    class Opaque:  # only the documented streaming API
+        def __init__(self) -> None:
+            self._model = MicroWakeWord.from_builtin(Model("okay_nabu"))
+            self.stride = self._model.stride
+            self.sliding_window_size = self._model.sliding_window_size
+
+        def process_streaming_prob(self, features: np.ndarray) -> float | None:
+            return self._model.process_streaming_prob(features)
+
+    fallback = _Inference(Opaque())  # type: ignore[arg-type]
+    assert not fallback.direct
+    results = [fallback.feed([0.0] * 40) for _ in range(3 * fallback.stride)]
+    assert results.count(None) == 2 * fallback.stride  # one result per stride slices
+    assert all(r == 0.0 for r in results if r is not None)

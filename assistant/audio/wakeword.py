@@ -9,6 +9,16 @@ and shared by every loaded model. Each model runs an inference every `stride` fe
 slices (30 ms for the bundled models) and averages its last few outputs
 (`sliding_window_size`, 5); a detection happens when that average exceeds the cutoff.
 
+The models are driven below pymicro-wakeword's streaming helpers, which cost three times
+the inference itself at idle (a generator and a numpy array per 10 ms, `statistics.mean`
+over Fractions per inference): features come straight from pymicro-features'
+`MicroFrontend` (its public API), and each model's TFLite interpreter is invoked through
+the handles `MicroWakeWord` keeps as public attributes (`lib`, `interpreter`,
+`input_tensor`, `output_tensor` and the quantization parameters, stable since 2.0; the
+dependency is capped below 3). Should a release lack them, the library's own
+`process_streaming_prob` is used instead: the same numbers, only slower. The level meter
+keeps the last second of audio and measures it only when a model fires.
+
 A model's probability stays above its cutoff for up to a second after the phrase and can
 dip and recover meanwhile, so detections are edge-triggered: a model fires when its
 probability rises above the cutoff, and is re-armed only once the probability has fallen
@@ -18,16 +28,21 @@ and an utterance still "hot" when the refractory period ends does not fire late.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures, Model
+from pymicro_features import MicroFrontend
+from pymicro_wakeword import MicroWakeWord, Model
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 CHUNK_SAMPLES = 160  # 10 ms: the feature frontend's step
 CHUNK_BYTES = CHUNK_SAMPLES * 2
+FEATURES = 40  # filterbank channels per 10 ms slice
 LEVEL_WINDOW_CHUNKS = 100  # level_dbfs covers the last 1 s of audio
 LEVEL_FLOOR_DBFS = -120.0  # reported for digital silence instead of -inf
 REARM_FRACTION = 0.5  # a model re-arms when its probability falls to this fraction of its cutoff
@@ -47,6 +62,77 @@ class Detection:
     model: str
     probability: float
     level_dbfs: float
+
+
+class _Inference:
+    """One model's streaming inference: `stride` feature slices in, one averaged probability out.
+
+    Does what `MicroWakeWord.process_streaming_prob` does (quantize, invoke, dequantize,
+    average the last `sliding_window_size` outputs) with buffers allocated once.
+    """
+
+    DIRECT_ATTRIBUTES = (
+        "lib",
+        "interpreter",
+        "input_tensor",
+        "output_tensor",
+        "input_scale",
+        "input_zero_point",
+        "output_scale",
+        "output_zero_point",
+        "input_dtype",
+        "output_dtype",
+    )
+
+    def __init__(self, model: MicroWakeWord) -> None:
+        self.model = model
+        self.stride = int(model.stride)
+        self.direct = all(hasattr(model, name) for name in self.DIRECT_ATTRIBUTES)
+        if not self.direct:
+            log.info("pymicro-wakeword without the interpreter handles; using its streaming helper")
+        self._slices = np.empty((1, self.stride, FEATURES), dtype=np.float64)
+        self._filled = 0
+        self._window: deque[float] = deque(maxlen=int(model.sliding_window_size))
+        if self.direct:
+            self._quantized = np.empty((1, self.stride, FEATURES), dtype=model.input_dtype)
+            size = int(model.lib.TfLiteTensorByteSize(model.output_tensor)) // np.dtype(model.output_dtype).itemsize
+            self._output = np.empty(size, dtype=model.output_dtype)
+            self._addresses = (self._quantized.ctypes.data, self._output.ctypes.data)
+
+    def reset(self) -> None:
+        """Forget the model's state (the library reloads its interpreter) and the window."""
+        self.model.reset()
+        self._filled = 0
+        self._window.clear()
+
+    def feed(self, features: list[float]) -> float | None:
+        """Take one slice; the averaged probability when this slice completed an inference
+        and the window is full, 0.0 when it completed one before that, else None."""
+        if not self.direct:
+            probability = self.model.process_streaming_prob(np.array(features).reshape((1, 1, len(features))))
+            self._filled = (self._filled + 1) % self.stride
+            return None if self._filled or probability is None else float(probability)
+        self._slices[0, self._filled] = features
+        self._filled += 1
+        if self._filled < self.stride:
+            return None
+        self._filled = 0
+        model = self.model
+        if not model.interpreter:  # closed
+            return None
+        # The argument types are declared c_void_p by the library: plain addresses will do.
+        np.round(self._slices / model.input_scale + model.input_zero_point, out=self._slices)
+        self._quantized[...] = self._slices
+        lib = model.lib
+        lib.TfLiteTensorCopyFromBuffer(model.input_tensor, self._addresses[0], self._quantized.nbytes)
+        lib.TfLiteInterpreterInvoke(model.interpreter)
+        lib.TfLiteTensorCopyToBuffer(model.output_tensor, self._addresses[1], self._output.nbytes)
+        result = (self._output.astype(np.float32) - model.output_zero_point) * model.output_scale
+        window = self._window
+        window.append(float(result[0]))
+        if len(window) < (window.maxlen or 0):
+            return 0.0
+        return sum(window) / len(window)
 
 
 class WakeWord:
@@ -75,16 +161,16 @@ class WakeWord:
         self.names: list[str] = list(dict.fromkeys(models))  # duplicates dropped, order kept
         self.threshold = threshold
         self.refractory_s = refractory_s
-        self._models: list[MicroWakeWord] = [MicroWakeWord.from_builtin(Model(name)) for name in self.names]
+        loaded = [MicroWakeWord.from_builtin(Model(name)) for name in self.names]
+        self._models: list[_Inference] = [_Inference(model) for model in loaded]
         self._cutoffs: list[float] = [
-            threshold if threshold is not None else float(model.probability_cutoff) for model in self._models
+            threshold if threshold is not None else float(model.probability_cutoff) for model in loaded
         ]
         self._armed: list[bool] = [True] * len(self._models)
         self._refractory_samples = round(refractory_s * SAMPLE_RATE)
-        self._features = MicroWakeWordFeatures()
-        self._slices = 0  # feature slices fed to the models
+        self._frontend = MicroFrontend()
         self._pending = b""
-        self._energy: deque[float] = deque(maxlen=LEVEL_WINDOW_CHUNKS)  # sum of squares per 10 ms chunk
+        self._recent: deque[bytes] = deque(maxlen=LEVEL_WINDOW_CHUNKS)  # the last second, for level_dbfs
         self._samples = 0  # audio fed so far, in whole 10 ms chunks
         self._quiet_until = 0  # no detection before this sample count
 
@@ -110,13 +196,13 @@ class WakeWord:
         (A frame longer than `refractory_s` could hold a second one: it is dropped.)
         """
         buffer = self._pending + frame if self._pending else frame
-        whole = len(buffer) - len(buffer) % CHUNK_BYTES
-        self._pending = buffer[whole:]
         detection: Detection | None = None
+        whole = len(buffer) - len(buffer) % CHUNK_BYTES
         for start in range(0, whole, CHUNK_BYTES):
             found = self._chunk(buffer[start : start + CHUNK_BYTES])
             if found is not None and detection is None:
                 detection = found
+        self._pending = buffer[whole:]
         return detection
 
     def reset(self) -> None:
@@ -124,30 +210,28 @@ class WakeWord:
 
         Reloading the models' interpreters costs about a millisecond.
         """
-        self._features.reset()
+        self._frontend.reset()
         for model in self._models:
             model.reset()
         self._armed = [True] * len(self._models)
         self._pending = b""
-        self._energy.clear()
-        self._slices = 0
+        self._recent.clear()
         self._samples = 0
         self._quiet_until = 0
 
     def _chunk(self, chunk: bytes) -> Detection | None:
-        samples = np.frombuffer(chunk, dtype="<i2").astype(np.float64)
-        self._energy.append(float(np.dot(samples, samples)))
+        # The frontend reads one 10 ms step (160 samples) per call.
+        features: list[float] = self._frontend.process_samples(chunk).features
+        self._recent.append(chunk)
         self._samples += CHUNK_SAMPLES
-
         detection: Detection | None = None
-        for features in self._features.process_streaming(chunk):
-            self._slices += 1
+        if features:  # the frontend has a full window (not in the first 20 ms)
             for index, model in enumerate(self._models):
                 # Every model sees every slice, even in the refractory period, so its
                 # streaming state stays continuous.
-                probability = model.process_streaming_prob(features)
-                if probability is None or self._slices % model.stride:
-                    continue  # no inference on this slice (the library then returns 0.0)
+                probability = model.feed(features)
+                if probability is None:
+                    continue  # no inference on this slice
                 cutoff = self._cutoffs[index]
                 if probability <= cutoff * REARM_FRACTION:
                     self._armed[index] = True
@@ -162,8 +246,8 @@ class WakeWord:
         return detection
 
     def _level_dbfs(self) -> float:
-        count = len(self._energy) * CHUNK_SAMPLES
-        mean_square = sum(self._energy) / count / _FULL_SCALE_SQ if count else 0.0
+        samples = np.frombuffer(b"".join(self._recent), dtype="<i2").astype(np.float64)
+        mean_square = float(np.dot(samples, samples)) / len(samples) / _FULL_SCALE_SQ if len(samples) else 0.0
         if mean_square <= 0.0:
             return LEVEL_FLOOR_DBFS
         return max(LEVEL_FLOOR_DBFS, 10.0 * math.log10(mean_square))
