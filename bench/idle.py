@@ -5,11 +5,13 @@ the real broker and PulseAudio, with the local test API. Each mode's daemon runs
 (not side by side) so one's start-up does not load another's measurement. "Ready" is the
 retained `state` message, published after READY=1.
 
-RSS is also reported as it would be with a lean ALSA configuration on a Pi (the device
-opened directly, see scripts/install-service.sh --lean-alsa): there is no sound card here to
-open directly, so the PulseAudio client libraries' resident pages (`/proc/PID/smaps`:
-libpulse, its ALSA plugin, and what they alone pull in) are subtracted. `--profile` prints
-the resident size of every mapped library, biggest first.
+Each mode runs twice: through ALSA's default configuration, whose default device is
+PulseAudio's plugin (as on a desktop, and in the tests), and through a lean ALSA
+configuration of the kind scripts/install-service.sh --lean-alsa writes for a Pi speaking
+straight to its sound card. There is no sound card here, so the lean one captures from a
+FIFO that the bench fills with 30 ms of silence every 30 ms (ALSA's `file` plugin) and plays
+into ALSA's `null` device: what differs from a Pi is the card's driver, not what the daemon
+loads. `--profile` prints the resident size of the biggest mappings (`/proc/PID/smaps`).
 
     .venv/bin/python bench/idle.py [--idle-s 60] [--modes wakeword,vad,mqtt] [--profile]
 """
@@ -17,12 +19,16 @@ the resident size of every mapped library, biggest first.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import re
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,12 +38,14 @@ from daemon import ENTITIES, Daemon, base_sections, daemon_env, write_config
 from fake_openai import FakeOpenAI
 from support import MqttRecorder, PulseAudio, start_broker
 
-# Libraries a process maps only because ALSA's default device is PulseAudio's plugin.
-PULSE_ONLY = re.compile(
-    r"libpulse|libasound_module_|libsndfile|libFLAC|libvorbis|libogg|libopus|libmpg123|libmp3lame|"
-    r"libdbus|libsystemd|libX11|libxcb|libXau|libXdmcp|libasyncns|libapparmor|libgcrypt|libgpg-error|"
-    r"liblz4|libcap|libbsd|libmd"
-)
+LEAN_ALSA = """# the daemon's only ALSA configuration (ALSA_CONFIG_PATH): no plugins, no PulseAudio
+pcm.!default {{
+    type asym
+    playback.pcm {{ type null }}
+    capture.pcm {{ type file slave.pcm {{ type null }} file "/dev/null" infile "{fifo}" format "raw" }}
+}}
+"""
+FRAME_S = 0.030
 
 
 @dataclass
@@ -48,7 +56,42 @@ class Figures:
     ready_cpu_s: float
     idle_cpu_pct: float
     rss_mb: float
-    pulse_mb: float
+
+
+@contextlib.contextmanager
+def lean_alsa(work: Path) -> Iterator[dict[str, str]]:
+    """The environment of a lean ALSA configuration, with its FIFO microphone fed in real time."""
+    fifo = work / "mic.fifo"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    conf = work / "lean-alsa.conf"
+    conf.write_text(LEAN_ALSA.format(fifo=fifo))
+    # Opened read-write, the FIFO never blocks the writer nor breaks when the daemon closes it.
+    fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    stop = threading.Event()
+
+    def feed() -> None:
+        silence = bytes(round(16000 * FRAME_S) * 2)
+        next_at = time.monotonic()
+        while not stop.is_set():
+            try:
+                os.write(fd, silence)
+            except BlockingIOError:
+                pass  # nobody reading: the pipe is full
+            except OSError as error:
+                if error.errno != errno.EAGAIN:
+                    raise
+            next_at += FRAME_S
+            stop.wait(max(0.0, next_at - time.monotonic()))
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        yield {"ALSA_CONFIG_PATH": str(conf)}
+    finally:
+        stop.set()
+        feeder.join()
+        os.close(fd)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -78,13 +121,8 @@ def rss_by_mapping(smaps: str) -> dict[str, float]:
     return sizes
 
 
-def pulse_mb(sizes: dict[str, float]) -> float:
-    """Resident MB of the libraries only the PulseAudio ALSA plugin brings in."""
-    return sum(mb for name, mb in sizes.items() if PULSE_ONLY.search(Path(name).name))
-
-
-def measure(pulse: PulseAudio, work: Path, mode: str, idle_s: float, profile: bool) -> Figures:
-    """Start one daemon in `mode`, time it to ready, then let it idle."""
+def measure(pulse: PulseAudio, work: Path, mode: str, idle_s: float, profile: bool, alsa: dict[str, str]) -> Figures:
+    """Start one daemon in `mode` (with `alsa`'s environment), time it to ready, then let it idle."""
     broker = start_broker(workdir=work)
     api = FakeOpenAI()
     api.start()
@@ -97,7 +135,8 @@ def measure(pulse: PulseAudio, work: Path, mode: str, idle_s: float, profile: bo
     config = write_config(work / f"idle-{mode}.toml", sections, ENTITIES.format(ns=site))
     mqtt = MqttRecorder(broker.host, broker.port, [f"assistant/{site}/#"])
     started = time.monotonic()
-    daemon = Daemon(config, daemon_env(pulse.env, OPENAI_API_KEY="test-key"), work / f"idle-{mode}.log")
+    env = daemon_env(pulse.env, OPENAI_API_KEY="test-key", **alsa)
+    daemon = Daemon(config, env, work / f"idle-{mode}{'-lean' if alsa else ''}.log")
     try:
         daemon.wait_ready(mqtt, f"assistant/{site}", timeout=60)
         ready_s = time.monotonic() - started
@@ -109,10 +148,10 @@ def measure(pulse: PulseAudio, work: Path, mode: str, idle_s: float, profile: bo
         idle = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0) * 100
         sizes = rss_by_mapping(Path(f"/proc/{pid}/smaps").read_text())
         if profile:
-            print(f"--- {mode}: resident MB by mapping")
-            for name, mb in sorted(sizes.items(), key=lambda item: -item[1])[:25]:
+            print(f"--- {mode}{', lean ALSA' if alsa else ''}: resident MB by mapping")
+            for name, mb in sorted(sizes.items(), key=lambda item: -item[1])[:15]:
                 print(f"{mb:7.1f}  {name}")
-        return Figures(ready_s, ready_cpu, idle, rss_mb(pid), pulse_mb(sizes))
+        return Figures(ready_s, ready_cpu, idle, rss_mb(pid))
     finally:
         daemon.stop()
         mqtt.close()
@@ -129,19 +168,30 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-idle-"))
     pulse = PulseAudio.start()
+    loads = []
     try:
-        results = {mode: measure(pulse, work, mode, args.idle_s, args.profile) for mode in args.modes.split(",")}
+        rows = []
+        for mode in args.modes.split(","):
+            via_pulse = measure(pulse, work, mode, args.idle_s, args.profile, {})
+            loads.append(os.getloadavg()[0])
+            with lean_alsa(work) as alsa:
+                lean = measure(pulse, work, mode, args.idle_s, args.profile, alsa)
+            loads.append(os.getloadavg()[0])
+            rows.append((mode, via_pulse, lean))
     finally:
         pulse.stop()
-    load = os.getloadavg()
-    print("| wake.mode | start-up to ready (CPU) | idle CPU | RSS via PulseAudio's ALSA plugin | RSS, lean ALSA |")
+    print("| wake.mode | ALSA | start-up to ready (CPU time) | idle CPU | idle RSS |")
     print("|---|---|---|---|---|")
-    for mode, f in results.items():
-        print(
-            f"| {mode} | {f.ready_s:.2f} s ({f.ready_cpu_s:.2f} s) | {f.idle_cpu_pct:.1f} % of one core "
-            f"| {f.rss_mb:.0f} MB | {f.rss_mb - f.pulse_mb:.0f} MB |"
-        )
-    print(f"({args.idle_s:.0f} s idle each; load average {load[0]:.1f} on {os.cpu_count()} CPUs)")
+    for mode, via_pulse, lean in rows:
+        for name, f in (("PulseAudio plugin", via_pulse), ("lean", lean)):
+            print(
+                f"| {mode} | {name} | {f.ready_s:.2f} s ({f.ready_cpu_s:.2f} s) "
+                f"| {f.idle_cpu_pct:.1f} % of one core | {f.rss_mb:.0f} MB |"
+            )
+    print(
+        f"({args.idle_s:.0f} s idle each, one daemon at a time; 1-min load average "
+        f"{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs)"
+    )
     return 0
 
 

@@ -2,14 +2,14 @@
 # Install what the daemon (and with --test, the test suite) needs on Debian / Raspberry Pi OS,
 # then create .venv with the package in it. Safe to run again: it only adds what is missing.
 #   scripts/setup.sh [--test] [--plan]    --plan: print what would be installed, change nothing
-# Exit status 3: a 32-bit ARM userland (armhf, armel), stopped before installing anything unless
-# ASSISTANT_ALLOW_32BIT=1 (see below); 4: pip could not install the Python packages (its error shown).
+# Exit status 4: a 32-bit ARM userland (armhf, armel), stopped before installing anything unless
+# ASSISTANT_ALLOW_32BIT=1 (see below); 5: pip could not install the Python packages (its error shown).
 # ASSISTANT_ARCH=armhf (etc.) stands in for the detected architecture, for tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EXIT_32BIT=3
-EXIT_PIP=4
+EXIT_32BIT=4
+EXIT_PIP=5
 runtime_pkgs=(python3 python3-venv python3-dev libportaudio2 espeak-ng)
 test_pkgs=(mosquitto mosquitto-clients sox pulseaudio pulseaudio-utils libasound2-plugins alsa-utils systemd)
 # A 32-bit Pi OS finds no wheels on PyPI for numpy, cffi, webrtcvad-wheels, pymicro-features and

@@ -28,6 +28,7 @@ and an utterance still "hot" when the refractory period ends does not fire late.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 from collections import deque
@@ -90,46 +91,55 @@ class _Inference:
         self.direct = all(hasattr(model, name) for name in self.DIRECT_ATTRIBUTES)
         if not self.direct:
             log.info("pymicro-wakeword without the interpreter handles; using its streaming helper")
-        self._slices = np.empty((1, self.stride, FEATURES), dtype=np.float64)
-        self._filled = 0
+        self._lists: list[list[float]] = []  # this stride's slices, as the frontend gave them
         self._window: deque[float] = deque(maxlen=int(model.sliding_window_size))
         if self.direct:
+            self._scaled = np.empty((self.stride, FEATURES), dtype=np.float64)
             self._quantized = np.empty((1, self.stride, FEATURES), dtype=model.input_dtype)
-            size = int(model.lib.TfLiteTensorByteSize(model.output_tensor)) // np.dtype(model.output_dtype).itemsize
-            self._output = np.empty(size, dtype=model.output_dtype)
-            self._addresses = (self._quantized.ctypes.data, self._output.ctypes.data)
+            size = int(model.lib.TfLiteTensorByteSize(model.output_tensor))
+            self._output = (ctypes.c_uint8 * size)()
+            self._addresses = (self._quantized.ctypes.data, ctypes.addressof(self._output))
+            # Every output byte's probability, dequantized as the library does (in float32).
+            raw = np.arange(256, dtype=np.uint8).view(model.output_dtype)
+            self._probability: list[float] = (
+                ((raw.astype(np.float32) - model.output_zero_point) * model.output_scale).astype(float).tolist()
+            )
 
     def reset(self) -> None:
         """Forget the model's state (the library reloads its interpreter) and the window."""
         self.model.reset()
-        self._filled = 0
+        self._lists.clear()
         self._window.clear()
 
     def feed(self, features: list[float]) -> float | None:
         """Take one slice; the averaged probability when this slice completed an inference
         and the window is full, 0.0 when it completed one before that, else None."""
+        lists = self._lists
+        lists.append(features)
         if not self.direct:
             probability = self.model.process_streaming_prob(np.array(features).reshape((1, 1, len(features))))
-            self._filled = (self._filled + 1) % self.stride
-            return None if self._filled or probability is None else float(probability)
-        self._slices[0, self._filled] = features
-        self._filled += 1
-        if self._filled < self.stride:
+            if len(lists) < self.stride:
+                return None
+            lists.clear()
+            return None if probability is None else float(probability)
+        if len(lists) < self.stride:
             return None
-        self._filled = 0
         model = self.model
         if not model.interpreter:  # closed
+            lists.clear()
             return None
+        # Quantized as the library does (float64, round half to even), without allocating.
+        np.divide(lists, model.input_scale, out=self._scaled)
+        np.add(self._scaled, model.input_zero_point, out=self._scaled)
+        np.rint(self._scaled, out=self._quantized[0], casting="unsafe")
+        lists.clear()
         # The argument types are declared c_void_p by the library: plain addresses will do.
-        np.round(self._slices / model.input_scale + model.input_zero_point, out=self._slices)
-        self._quantized[...] = self._slices
         lib = model.lib
         lib.TfLiteTensorCopyFromBuffer(model.input_tensor, self._addresses[0], self._quantized.nbytes)
         lib.TfLiteInterpreterInvoke(model.interpreter)
-        lib.TfLiteTensorCopyToBuffer(model.output_tensor, self._addresses[1], self._output.nbytes)
-        result = (self._output.astype(np.float32) - model.output_zero_point) * model.output_scale
+        lib.TfLiteTensorCopyToBuffer(model.output_tensor, self._addresses[1], len(self._output))
         window = self._window
-        window.append(float(result[0]))
+        window.append(self._probability[self._output[0]])
         if len(window) < (window.maxlen or 0):
             return 0.0
         return sum(window) / len(window)
