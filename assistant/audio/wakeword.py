@@ -11,13 +11,12 @@ slices (30 ms for the bundled models) and averages its last few outputs
 
 The models are driven below pymicro-wakeword's streaming helpers, which cost three times
 the inference itself at idle (a generator and a numpy array per 10 ms, `statistics.mean`
-over Fractions per inference): features come straight from pymicro-features'
-`MicroFrontend` (its public API), and each model's TFLite interpreter is invoked through
-the handles `MicroWakeWord` keeps as public attributes (`lib`, `interpreter`,
-`input_tensor`, `output_tensor` and the quantization parameters, stable since 2.0; the
-dependency is capped below 3). Should a release lack them, the library's own
-`process_streaming_prob` is used instead: the same numbers, only slower. The level meter
-keeps the last second of audio and measures it only when a model fires.
+over Fractions per inference) and load numpy (13 MB): features come straight from
+pymicro-features' `MicroFrontend` (its public API), and each model runs through the
+TensorFlow Lite C API (`assistant.audio.tflite`) from the files the package ships. Should
+a release lay them out differently, the package's own classes are used instead: the same
+numbers, only slower and bigger. The level meter keeps the last second of audio and
+measures it only when a model fires.
 
 A model's probability stays above its cutoff for up to a second after the phrase and can
 dip and recover meanwhile, so detections are edge-triggered: a model fires when its
@@ -28,15 +27,21 @@ and an utterance still "hot" when the refractory period ends does not fire late.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
+import operator
+import sys
+from array import array
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pymicro_features import MicroFrontend
-from pymicro_wakeword import MicroWakeWord, Model
+
+from assistant.audio.tflite import TfLiteModel, find_package
+
+if TYPE_CHECKING:
+    from pymicro_wakeword import MicroWakeWord
 
 log = logging.getLogger(__name__)
 
@@ -69,45 +74,20 @@ class Detection:
 class _Inference:
     """One model's streaming inference: `stride` feature slices in, one averaged probability out.
 
-    Does what `MicroWakeWord.process_streaming_prob` does (quantize, invoke, dequantize,
-    average the last `sliding_window_size` outputs) with buffers allocated once.
+    Does what `MicroWakeWord.process_streaming_prob` does: an inference every `stride`
+    slices, averaged over the last `sliding_window_size` outputs (0.0 until there are
+    that many). With a `TfLiteModel` directly, else through the library's helper.
     """
 
-    DIRECT_ATTRIBUTES = (
-        "lib",
-        "interpreter",
-        "input_tensor",
-        "output_tensor",
-        "input_scale",
-        "input_zero_point",
-        "output_scale",
-        "output_zero_point",
-        "input_dtype",
-        "output_dtype",
-    )
-
-    def __init__(self, model: MicroWakeWord) -> None:
+    def __init__(self, model: TfLiteModel | MicroWakeWord) -> None:
         self.model = model
         self.stride = int(model.stride)
-        self.direct = all(hasattr(model, name) for name in self.DIRECT_ATTRIBUTES)
-        if not self.direct:
-            log.info("pymicro-wakeword without the interpreter handles; using its streaming helper")
+        self.direct = isinstance(model, TfLiteModel)
         self._lists: list[list[float]] = []  # this stride's slices, as the frontend gave them
         self._window: deque[float] = deque(maxlen=int(model.sliding_window_size))
-        if self.direct:
-            self._scaled = np.empty((self.stride, FEATURES), dtype=np.float64)
-            self._quantized = np.empty((1, self.stride, FEATURES), dtype=model.input_dtype)
-            size = int(model.lib.TfLiteTensorByteSize(model.output_tensor))
-            self._output = (ctypes.c_uint8 * size)()
-            self._addresses = (self._quantized.ctypes.data, ctypes.addressof(self._output))
-            # Every output byte's probability, dequantized as the library does (in float32).
-            raw = np.arange(256, dtype=np.uint8).view(model.output_dtype)
-            self._probability: list[float] = (
-                ((raw.astype(np.float32) - model.output_zero_point) * model.output_scale).astype(float).tolist()
-            )
 
     def reset(self) -> None:
-        """Forget the model's state (the library reloads its interpreter) and the window."""
+        """Forget the model's state (the interpreter is rebuilt) and the window."""
         self.model.reset()
         self._lists.clear()
         self._window.clear()
@@ -117,7 +97,9 @@ class _Inference:
         and the window is full, 0.0 when it completed one before that, else None."""
         lists = self._lists
         lists.append(features)
-        if not self.direct:
+        if not isinstance(self.model, TfLiteModel):
+            import numpy as np  # only on this fallback: the library wants arrays
+
             probability = self.model.process_streaming_prob(np.array(features).reshape((1, 1, len(features))))
             if len(lists) < self.stride:
                 return None
@@ -125,25 +107,24 @@ class _Inference:
             return None if probability is None else float(probability)
         if len(lists) < self.stride:
             return None
-        model = self.model
-        if not model.interpreter:  # closed
-            lists.clear()
-            return None
-        # Quantized as the library does (float64, round half to even), without allocating.
-        np.divide(lists, model.input_scale, out=self._scaled)
-        np.add(self._scaled, model.input_zero_point, out=self._scaled)
-        np.rint(self._scaled, out=self._quantized[0], casting="unsafe")
+        output = self.model.infer(lists)
         lists.clear()
-        # The argument types are declared c_void_p by the library: plain addresses will do.
-        lib = model.lib
-        lib.TfLiteTensorCopyFromBuffer(model.input_tensor, self._addresses[0], self._quantized.nbytes)
-        lib.TfLiteInterpreterInvoke(model.interpreter)
-        lib.TfLiteTensorCopyToBuffer(model.output_tensor, self._addresses[1], len(self._output))
         window = self._window
-        window.append(self._probability[self._output[0]])
+        window.append(output)
         if len(window) < (window.maxlen or 0):
             return 0.0
         return sum(window) / len(window)
+
+
+def _load(names: list[str]) -> list[TfLiteModel] | list[MicroWakeWord]:
+    """The models, through TFLite directly when pymicro-wakeword's files are where expected."""
+    package = find_package()
+    if package is not None and set(names) <= set(package.names()):
+        return [TfLiteModel(package, name) for name in names]
+    log.info("pymicro-wakeword's model files not found where expected; using its own classes")
+    from pymicro_wakeword import MicroWakeWord, Model
+
+    return [MicroWakeWord.from_builtin(Model(name)) for name in names]
 
 
 class WakeWord:
@@ -172,7 +153,7 @@ class WakeWord:
         self.names: list[str] = list(dict.fromkeys(models))  # duplicates dropped, order kept
         self.threshold = threshold
         self.refractory_s = refractory_s
-        loaded = [MicroWakeWord.from_builtin(Model(name)) for name in self.names]
+        loaded: list[Any] = list(_load(self.names))
         self._models: list[_Inference] = [_Inference(model) for model in loaded]
         self._cutoffs: list[float] = [
             threshold if threshold is not None else float(model.probability_cutoff) for model in loaded
@@ -188,6 +169,11 @@ class WakeWord:
     @staticmethod
     def available() -> list[str]:
         """Names of the models bundled with the installed pymicro-wakeword."""
+        package = find_package()
+        if package is not None:
+            return package.names()
+        from pymicro_wakeword import Model
+
         return [model.value for model in Model]
 
     def cutoff(self, name: str) -> float:
@@ -263,8 +249,10 @@ class WakeWord:
         return detection
 
     def _level_dbfs(self) -> float:
-        samples = np.frombuffer(b"".join(self._recent), dtype="<i2").astype(np.float64)
-        mean_square = float(np.dot(samples, samples)) / len(samples) / _FULL_SCALE_SQ if len(samples) else 0.0
+        samples = array("h", b"".join(self._recent))
+        if sys.byteorder == "big":
+            samples.byteswap()  # the audio is little-endian
+        mean_square = sum(map(operator.mul, samples, samples)) / len(samples) / _FULL_SCALE_SQ if samples else 0.0
         if mean_square <= 0.0:
             return LEVEL_FLOOR_DBFS
         return max(LEVEL_FLOOR_DBFS, 10.0 * math.log10(mean_square))
