@@ -319,10 +319,7 @@ class Microphone:
         self._queue.put_nowait(frame)
 
     def _watch_stall(self, loop: asyncio.AbstractEventLoop) -> None:
-        """One timer per `stall_s` rather than a timeout around every frame's wait (33 a second).
-
-        When no frame has come for `stall_s`, an empty frame in the queue tells `frames` so.
-        """
+        """A timer per `stall_s`, not a timeout per frame (33 a second): queues STALLED if none came."""
         due = self._last_frame_at + self.stall_s
         if time.monotonic() >= due:
             self._stall_timer = None
@@ -371,13 +368,6 @@ class Microphone:
 
     async def frames(self) -> AsyncIterator[bytes]:
         """Yield frames forever; on a stalled or vanished device, reopen with backoff."""
-        try:
-            async for frame in self._frames():
-                yield frame
-        finally:
-            self._stop_watching()
-
-    async def _frames(self) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         backoff = 0.5
         taken_at: float | None = None  # when the previous frame was taken
@@ -389,7 +379,8 @@ class Microphone:
                     self._open_ok = True
                     self._opened_at = self._last_frame_at = time.monotonic()
                     self._stop_watching()
-                    self._drain_stalls()
+                    while not self._queue.empty():  # a stall notice (and frames) from before
+                        self._queue.get_nowait()
                     self._stall_timer = loop.call_later(self.stall_s, self._watch_stall, loop)
                     backoff = 0.5
                     log.info("microphone open (%s)", self.device if self.device is not None else "default")
@@ -419,11 +410,6 @@ class Microphone:
                 log.info("microphone is back")
                 self._report(None)
             yield frame
-
-    def _drain_stalls(self) -> None:
-        """Drop a stall notice left from before a reopen (frames before it are stale too)."""
-        while not self._queue.empty():
-            self._queue.get_nowait()
 
     def _report(self, trouble: str | None) -> None:
         """Tell the owner when the microphone fails, and when it works again (once each)."""
