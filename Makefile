@@ -29,6 +29,7 @@ lint:
 bench:
 	@scripts/setup.sh --test
 	.venv/bin/python bench/latency.py
+	.venv/bin/python bench/idle.py
 	.venv/bin/python bench/privacy.py
 	.venv/bin/python bench/soak.py
 	.venv/bin/python bench/prompt_tokens.py

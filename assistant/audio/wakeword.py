@@ -49,7 +49,6 @@ SAMPLE_RATE = 16000
 CHUNK_SAMPLES = 160  # 10 ms: the feature frontend's step
 CHUNK_BYTES = CHUNK_SAMPLES * 2
 BATCH_BYTES = 6 * CHUNK_BYTES  # audio is run through the models 60 ms at a time (see `process`)
-FEATURES = 40  # filterbank channels per 10 ms slice
 LEVEL_WINDOW_CHUNKS = 100  # level_dbfs covers the last 1 s of audio
 LEVEL_FLOOR_DBFS = -120.0  # reported for digital silence instead of -inf
 REARM_FRACTION = 0.5  # a model re-arms when its probability falls to this fraction of its cutoff
