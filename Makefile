@@ -16,6 +16,7 @@ config/assistant.toml:
 
 test:
 	@scripts/setup.sh --test
+	.venv/bin/python scripts/check_wheels.py
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 	.venv/bin/ruff check assistant tests bench
 	.venv/bin/mypy assistant
@@ -28,6 +29,7 @@ lint:
 bench:
 	@scripts/setup.sh --test
 	.venv/bin/python bench/latency.py
+	.venv/bin/python bench/idle.py
 	.venv/bin/python bench/privacy.py
 	.venv/bin/python bench/soak.py
 	.venv/bin/python bench/prompt_tokens.py

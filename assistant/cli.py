@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import grp
 import logging
 import os
 import sys
-import tomllib
-import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import openai
-
 from assistant import __version__
-from assistant.config import Config, ConfigError, load_config
-from assistant.link.client import MqttError, MqttLink
-from assistant.voice import commands as voice_commands
 
-if TYPE_CHECKING:  # the service pulls in sounddevice, which `--help` and config errors need not
+# Imported where used: `--version` and `--help` must not pay for pydantic, the openai SDK
+# (about 1 s of CPU here) or PortAudio, and each command loads only what it needs.
+if TYPE_CHECKING:
+    from assistant.config import Config
     from assistant.daemon.service import Assistant
     from assistant.daemon.turns import Turn
+    from assistant.link.client import MqttLink
 
 log = logging.getLogger("assistant")
 
@@ -54,8 +50,19 @@ def _parser() -> argparse.ArgumentParser:
     listen = sub.add_parser("listen", parents=[common], help="one spoken turn from the microphone or a WAV")
     listen.add_argument("--file", type=Path, metavar="WAV", help="16-bit PCM WAV instead of the microphone")
     sub.add_parser("devices", parents=[common], help="list audio input and output devices")
-    voice_commands.add_parser(sub, common)
+    _add_voices_parser(sub, common)
     return parser
+
+
+def _add_voices_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """The `voices` command and its two subcommands (run by assistant.voice.commands)."""
+    voices = sub.add_parser("voices", parents=[common], help="list or install Piper voices")
+    action = voices.add_subparsers(dest="voices_command", required=True, metavar="ACTION")
+    action.add_parser("list", parents=[common], help="installed voices, and those the Piper repository offers")
+    install = action.add_parser("install", parents=[common], help="download a voice into the state directory")
+    install.add_argument("name", help='e.g. "en_US-lessac-medium" (see `assistant voices list`)')
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -78,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(list_devices())
         return 0
+    from assistant.config import ConfigError, load_config
+    from assistant.link.client import MqttError
+    from assistant.voice import commands as voice_commands
+
     try:
         config = load_config(args.config, credentials=args.command != "voices")
     except ConfigError as error:
@@ -139,6 +150,8 @@ async def _house_for_turn(assistant: Assistant) -> AsyncIterator[None]:
     agent waits for it. Before the turn starts, everything retained on our subscriptions
     has been read: see `_read_retained`.
     """
+    import uuid
+
     link = assistant.link
     marker = f"{assistant.root}/cli/{uuid.uuid4().hex[:12]}"
     echoes: asyncio.Queue[bytes] = asyncio.Queue()
@@ -272,6 +285,8 @@ def file_permission_warnings(path: Path, env: Mapping[str, str]) -> list[str]:
     Readable by the group counts too: on a Pi the service user's group often has other
     members (the login user is commonly added to it), and each of them could read the key.
     """
+    import tomllib
+
     from assistant.config.environment import secret_settings
 
     warnings = []
@@ -298,6 +313,8 @@ def file_permission_warnings(path: Path, env: Mapping[str, str]) -> list[str]:
 
 
 def _group_name(path: Path) -> str:
+    import grp
+
     gid = path.stat().st_gid
     try:
         return grp.getgrgid(gid).gr_name
@@ -305,13 +322,34 @@ def _group_name(path: Path) -> str:
         return str(gid)
 
 
-async def _check(config: Config, args: argparse.Namespace) -> int:
+async def _check_stages(config: Config) -> bool:
+    """One line per API stage in use: its credentials tried against its endpoint."""
+    import openai
+
     from assistant.agent.providers import CredentialError, resolve, stages_in_use, verify
+
+    ok = True
+    for stage in stages_in_use(config):
+        api = resolve(config, stage, os.environ)
+        try:
+            note = await verify(api)
+            print(f"{stage}: ok ({api.provider} {api.endpoint}; {note})")
+        except CredentialError as error:
+            ok = False
+            print(f"{stage}: FAILED: {error}")
+        except openai.APIError as error:
+            ok = False
+            print(f"{stage}: FAILED: {api.endpoint}: {type(error).__name__}: {error}")
+    return ok
+
+
+async def _check(config: Config, args: argparse.Namespace) -> int:
     from assistant.audio.devices import device_name, list_devices
     from assistant.audio.pcm import AudioError
     from assistant.config import find_config_file
     from assistant.home.registry import Registry
     from assistant.link.client import MqttError, MqttLink
+    from assistant.voice import commands as voice_commands
 
     ok = True
     print(f"config: ok (site {config.device.site_id}, topics {config.topic_root}/...)")
@@ -343,17 +381,7 @@ async def _check(config: Config, args: argparse.Namespace) -> int:
         print(f"mqtt: FAILED: {error}")
     finally:
         link.stop()
-    for stage in stages_in_use(config):
-        api = resolve(config, stage, os.environ)
-        try:
-            note = await verify(api)
-            print(f"{stage}: ok ({api.provider} {api.endpoint}; {note})")
-        except CredentialError as error:
-            ok = False
-            print(f"{stage}: FAILED: {error}")
-        except openai.APIError as error:
-            ok = False
-            print(f"{stage}: FAILED: {api.endpoint}: {type(error).__name__}: {error}")
+    ok = await _check_stages(config) and ok
     registry = Registry(config.homeassistant)
     print(f"entities ({len(registry.entities)} declared, {len(registry.exposed())} exposed):")
     for entity_id, entity in sorted(registry.entities.items()):

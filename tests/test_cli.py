@@ -6,6 +6,7 @@ import grp
 import json
 import re
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -31,6 +32,24 @@ def test_version() -> None:
     result = run_cli(["--version"], {})
     assert result.returncode == 0
     assert result.stdout.strip() == f"assistant {__version__}"
+
+
+def test_version_and_help_load_nothing_heavy() -> None:
+    """`--version` and `--help` answer without the openai SDK, pydantic or PortAudio (about 1 s on a Pi)."""
+    probe = (
+        "import sys\n"
+        "from assistant.cli import main\n"
+        "for argv in (['--version'], ['--help'], ['voices', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = sorted(m for m in ('openai', 'pydantic', 'sounddevice', 'numpy', 'jinja2') if m in sys.modules)\n"
+        "print('loaded:', heavy, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "loaded: []" in result.stderr
 
 
 def test_devices_lists_the_virtual_microphone(pulse: PulseAudio) -> None:

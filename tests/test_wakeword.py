@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 import wave
 from pathlib import Path
@@ -234,3 +235,73 @@ def test_cpu_cost(tmp_path: Path) -> None:
         cost[len(names)] = (time.process_time() - started) / seconds
     print(f"CPU per audio second: one model {cost[1] * 1000:.2f} ms, three models {cost[3] * 1000:.2f} ms")
     assert cost[1] < 0.05
+
+
+def test_direct_inference_matches_the_librarys_own(tmp_path: Path) -> None:
+    """TFLite driven directly gives pymicro-wakeword's probabilities, slice for slice."""
+    from pymicro_features import MicroFrontend
+    from pymicro_wakeword import MicroWakeWord, Model
+
+    from assistant.audio.tflite import TfLiteModel, find_package
+    from assistant.audio.wakeword import _Inference
+
+    package = find_package()
+    assert package is not None
+    assert {"okay_nabu", "hey_jarvis", "hey_mycroft", "alexa"} <= set(package.names())
+    speech = np.concatenate([espeak(tmp_path, "okay nabu"), espeak(tmp_path, "hey jarvis, what time is it")])
+    pcm = speech.astype("<i2").tobytes()
+    for name in ("okay_nabu", "hey_jarvis"):
+        direct = _Inference(TfLiteModel(package, name))
+        library = MicroWakeWord.from_builtin(Model(name))
+        assert direct.direct
+        assert direct.model.probability_cutoff == library.probability_cutoff
+        frontend = MicroFrontend()
+        ours, theirs = [], []
+        for start in range(0, len(pcm) - 319, 320):
+            features = frontend.process_samples(pcm[start : start + 320]).features
+            if not features:
+                continue
+            mine = direct.feed(features)
+            reference = library.process_streaming_prob(np.array(features).reshape((1, 1, len(features))))
+            if mine is not None:
+                ours.append(mine)
+                theirs.append(reference)
+        assert len(ours) > 100
+        assert name != "okay_nabu" or max(ours) > 0.9  # the wake word was in there
+        assert ours == pytest.approx(theirs, abs=1e-9)
+
+
+def test_the_wake_word_loads_no_numpy() -> None:
+    """numpy costs 13 MB; the wake word path does without it (a fresh interpreter tells)."""
+    probe = (
+        "import sys\n"
+        "from assistant.audio.wakeword import WakeWord\n"
+        "w = WakeWord(['okay_nabu', 'hey_jarvis'])\n"
+        "w.process(bytes(32000))\n"
+        "w.reset()\n"
+        "print('numpy' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.strip() == "False"
+
+
+def test_direct_inference_falls_back_to_the_library_without_its_handles() -> None:
+    """A pymicro-wakeword release without the interpreter attributes still works, through its own helper."""
+    from pymicro_wakeword import MicroWakeWord, Model
+
+    from assistant.audio.wakeword import _Inference
+
+    class Opaque:  # only the documented streaming API
+        def __init__(self) -> None:
+            self._model = MicroWakeWord.from_builtin(Model("okay_nabu"))
+            self.stride = self._model.stride
+            self.sliding_window_size = self._model.sliding_window_size
+
+        def process_streaming_prob(self, features: np.ndarray) -> float | None:
+            return self._model.process_streaming_prob(features)
+
+    fallback = _Inference(Opaque())  # type: ignore[arg-type]
+    assert not fallback.direct
+    results = [fallback.feed([0.0] * 40) for _ in range(3 * fallback.stride)]
+    assert results.count(None) == 2 * fallback.stride  # one result per stride slices
+    assert all(r == 0.0 for r in results if r is not None)

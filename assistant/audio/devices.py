@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 WRITE_S = 0.05  # playback is written in pieces this long, so stopping is quick and safe
 LATE_S = 0.25  # a gap between microphone frames this long is logged: the loop was held up
+STALLED = b""  # queued by the stall timer: no frame for `stall_s` (a real frame is never empty)
 
 
 def find_device(spec: str | int | None, kind: str) -> int | None:
@@ -254,6 +255,8 @@ class Microphone:
         self._live: sd.RawInputStream | None = None  # on the audio thread only: the stream last opened
         self._resampler: Resampler | None = None
         self._pending = bytearray()
+        self._last_frame_at = 0.0  # time.monotonic() of the latest frame queued
+        self._stall_timer: asyncio.TimerHandle | None = None
 
     def _open(self, loop: asyncio.AbstractEventLoop) -> Resampler | None:
         self._close_live()
@@ -295,17 +298,41 @@ class Microphone:
     def _put(self, block: bytes) -> None:
         if self._resampler is not None:
             block = self._resampler.process(block)
-        self._pending += apply_gain(block, self.gain)
+        block = apply_gain(block, self.gain)
+        if not self._pending and len(block) == self.frame_bytes:
+            self._queue_frame(block)  # the usual case: PortAudio's block is one frame
+            return
+        self._pending += block
         while len(self._pending) >= self.frame_bytes:
             frame = bytes(self._pending[: self.frame_bytes])
             del self._pending[: self.frame_bytes]
-            self.captured += 1
-            if self._queue.full():
+            self._queue_frame(frame)
+
+    def _queue_frame(self, frame: bytes) -> None:
+        self.captured += 1
+        self._last_frame_at = time.monotonic()
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+            if self.dropped % 100 == 1:
+                log.warning("audio frames dropped: the loop is not keeping up (%d so far)", self.dropped)
+        self._queue.put_nowait(frame)
+
+    def _watch_stall(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A timer per `stall_s`, not a timeout per frame (33 a second): queues STALLED if none came."""
+        due = self._last_frame_at + self.stall_s
+        if time.monotonic() >= due:
+            self._stall_timer = None
+            if self._queue.full():  # the loop is stuck as well: the notice goes in last all the same
                 self._queue.get_nowait()
-                self.dropped += 1
-                if self.dropped % 100 == 1:
-                    log.warning("audio frames dropped: the loop is not keeping up (%d so far)", self.dropped)
-            self._queue.put_nowait(frame)
+            self._queue.put_nowait(STALLED)
+        else:
+            self._stall_timer = loop.call_at(loop.time() + due - time.monotonic(), self._watch_stall, loop)
+
+    def _stop_watching(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
 
     def _close_live(self) -> None:
         stream, self._live = self._live, None
@@ -319,6 +346,7 @@ class Microphone:
     def close(self) -> None:
         """Stop and release the device (on the audio thread, after whatever is queued there);
         log what was captured and lost so far."""
+        self._stop_watching()
         self._open_ok = False
         self.card.later(self._close_live)
         self._closed_for_now()
@@ -349,7 +377,11 @@ class Microphone:
                     self._pending.clear()
                     self._resampler = await self.card.call(self._open, loop)
                     self._open_ok = True
-                    self._opened_at = time.monotonic()
+                    self._opened_at = self._last_frame_at = time.monotonic()
+                    self._stop_watching()
+                    while not self._queue.empty():  # a stall notice (and frames) from before
+                        self._queue.get_nowait()
+                    self._stall_timer = loop.call_later(self.stall_s, self._watch_stall, loop)
                     backoff = 0.5
                     log.info("microphone open (%s)", self.device if self.device is not None else "default")
                 except (sd.PortAudioError, AudioError, ValueError) as error:
@@ -359,12 +391,8 @@ class Microphone:
                     backoff = min(backoff * 2, 30.0)
                     await self.card.rescan()
                     continue
-            try:
-                # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
-                # that lands as a frame arrives, and then the daemon never stops.
-                async with asyncio.timeout(self.stall_s):
-                    frame = await self._queue.get()
-            except TimeoutError:
+            frame = await self._queue.get()
+            if not frame:  # STALLED
                 log.warning("microphone delivered nothing for %.1f s; reopening", self.stall_s)
                 self._report(f"microphone delivered nothing for {self.stall_s:g} s")
                 self._open_ok = False

@@ -1,12 +1,14 @@
-"""PCM helpers: streaming resampling, gain, and 16-bit mono WAV in and out. Pure, no devices."""
+"""PCM helpers: streaming resampling, gain, and 16-bit mono WAV in and out. Pure, no devices.
+
+numpy is imported where it is used: a daemon whose microphone takes its rate at unit gain
+never loads it (13 MB).
+"""
 
 from __future__ import annotations
 
 import io
 import wave
 from pathlib import Path
-
-import numpy as np
 
 
 class AudioError(Exception):
@@ -17,12 +19,16 @@ class Resampler:
     """Streaming linear-interpolation resampler for int16 mono; keeps state across blocks."""
 
     def __init__(self, src_rate: int, dst_rate: int) -> None:
+        import numpy as np
+
         self.step = src_rate / dst_rate
         self._pos = 0.0
         self._tail = np.zeros(0, dtype=np.float32)
 
     def process(self, pcm: bytes) -> bytes:
         """Resample one block; output length follows the rate ratio over time."""
+        import numpy as np
+
         x = np.concatenate([self._tail, np.frombuffer(pcm, dtype=np.int16).astype(np.float32)])
         if len(x) < 2 or self._pos > len(x) - 1:
             self._tail = x
@@ -48,6 +54,8 @@ def apply_gain(pcm: bytes, gain: float) -> bytes:
     """Scale int16 samples, clipping instead of wrapping."""
     if gain == 1.0:
         return pcm
+    import numpy as np
+
     samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) * gain
     return bytes(np.clip(samples, -32768, 32767).astype(np.int16).tobytes())
 
@@ -74,6 +82,8 @@ def read_wav(path: Path, sample_rate: int) -> bytes:
     except (wave.Error, EOFError) as error:
         raise AudioError(f"{path}: not a WAV file ({error})") from None
     if channels > 1:
+        import numpy as np
+
         frames = np.frombuffer(data, dtype=np.int16).reshape(-1, channels).astype(np.int32)
         data = (frames.sum(axis=1) // channels).astype(np.int16).tobytes()
     return resample(data, rate, sample_rate)

@@ -6,11 +6,14 @@ and returns events. It does no I/O, so its timing can be tested to the frame.
 
 from __future__ import annotations
 
+import math
+import operator
+import sys
+from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import webrtcvad
 
 from assistant.config import VadConfig
@@ -127,7 +130,7 @@ class Segmenter:
         t0 = self._frames_seen * self.frame_ms / 1000
         self._frames_seen += 1
         speech = self.is_speech(frame)
-        rms = float(np.sqrt(np.mean(np.square(np.frombuffer(frame, dtype=np.int16), dtype=np.float64))))
+        rms = _rms(frame)
         if not self._in_speech:
             if not speech:
                 self._noise_rms += (rms - self._noise_rms) * 0.05
@@ -175,3 +178,11 @@ class Segmenter:
         if (utterance.end_s - utterance.start_s) * 1000 < self.config.min_utterance_ms:
             return None
         return utterance
+
+
+def _rms(frame: bytes) -> float:
+    """Root mean square of int16 little-endian samples (plain Python: numpy is not loaded at rest)."""
+    samples = array("h", frame)
+    if sys.byteorder == "big":
+        samples.byteswap()
+    return math.sqrt(sum(map(operator.mul, samples, samples)) / len(samples)) if samples else 0.0

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from array import array
 from collections.abc import AsyncIterator
 from typing import Any
 
-import numpy as np
 import openai
 
 from assistant.audio.devices import SoundCard
@@ -30,11 +31,18 @@ TONE_RATE = 16000
 
 
 def _tone(frequencies: tuple[float, ...], seconds: float = 0.09) -> bytes:
-    """A soft two-note chime (fade in/out so it does not click)."""
-    t = np.arange(int(TONE_RATE * seconds)) / TONE_RATE
-    envelope = np.minimum(1.0, np.minimum(t, seconds - t) / 0.01)
-    notes = [np.sin(2 * np.pi * f * t) * envelope for f in frequencies]
-    return bytes((np.concatenate(notes) * 6000).astype(np.int16).tobytes())
+    """A soft two-note chime (fade in/out so it does not click). Plain Python: numpy is not loaded at rest."""
+    times = [i / TONE_RATE for i in range(int(TONE_RATE * seconds))]
+    envelope = [min(1.0, min(t, seconds - t) / 0.01) for t in times]
+    samples = array(
+        "h",
+        (
+            int(math.sin(2 * math.pi * f * t) * e * 6000)
+            for f in frequencies
+            for t, e in zip(times, envelope, strict=True)
+        ),
+    )
+    return samples.tobytes()
 
 
 TONES = {"wake": _tone((660.0, 880.0)), "done": _tone((880.0, 660.0))}

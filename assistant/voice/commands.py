@@ -15,15 +15,6 @@ from assistant.voice.choice import choose, installed_voices, voices_dir
 EXIT_FAILURE = 1
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    """The `voices` command and its two subcommands."""
-    voices = sub.add_parser("voices", parents=[common], help="list or install Piper voices")
-    action = voices.add_subparsers(dest="voices_command", required=True, metavar="ACTION")
-    action.add_parser("list", parents=[common], help="installed voices, and those the Piper repository offers")
-    install = action.add_parser("install", parents=[common], help="download a voice into the state directory")
-    install.add_argument("name", help='e.g. "en_US-lessac-medium" (see `assistant voices list`)')
-
-
 def run(config: Config, args: argparse.Namespace) -> int:
     """Run `voices list` or `voices install NAME`."""
     if args.voices_command == "install":
