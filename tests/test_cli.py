@@ -225,6 +225,11 @@ def test_ask_through_the_bridge_reports_its_answer(
     mqtt.publish(f"{stream}/light/garden/friendly_name", '"Garden lights"', retain=True)
     # the daemon hears of a shed light that Home Assistant does not have (a stale statestream topic)
     mqtt.publish(f"{stream}/light/shed/state", "off", retain=True)
+    # the house snapshot is retained, as a running daemon's request leaves it (each test's `mqtt`
+    # wipes the broker's retained messages, Home Assistant's included)
+    asked = time.monotonic()
+    mqtt.publish(f"{BRIDGE_TOPIC}/house/get", "{}")
+    mqtt.wait_for(f"{BRIDGE_TOPIC}/house", predicate=lambda m: m.time >= asked, timeout=30)
     env = daemon_env(pulse.env, OPENAI_API_KEY="test-key")
     fake.script = [
         ChatReply(tool_calls=[("turn_on", {"entity_id": "light.garden"})]),
