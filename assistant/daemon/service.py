@@ -81,7 +81,7 @@ class Assistant:
         self.root = config.topic_root
         self.daemon = daemon
         self.link_taken_over = link is not None
-        self.link = link if link is not None else MqttLink(config.mqtt, self.root, will=daemon)
+        self.link = link if link is not None else MqttLink(config.mqtt, self.root, will=daemon, persistent=daemon)
         self.events = Events(self.link, f"{config.mqtt.topic_prefix}/arbitration")
         self.registry = Registry(config.homeassistant)
         ha = config.homeassistant
@@ -145,6 +145,7 @@ class Assistant:
             images=self.images,
             set_muted=self.set_muted,
             also_first={self.bridge.result_topic} if self.bridge is not None else set(),
+            max_age_s=config.mqtt.request_max_age_s,
         )
         self.exit_code = 0
         self.config_path = config_path
@@ -252,7 +253,7 @@ class Assistant:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        self.link.subscribe(self.input_topics())
+        self.inputs.subscribe()
         self.link.on_connect.append(self.on_connect)
         if self.link_taken_over:
             # Still connected and subscribed since before the reload: nothing sent meanwhile was
@@ -262,10 +263,15 @@ class Assistant:
                 self.on_connect()
         else:
             log.info("connecting to the broker at %s:%d", self.config.mqtt.host, self.config.mqtt.port)
+            # When the last instance stopped reading: bounds the age of what the broker kept meanwhile.
+            offline_at = self.store.load().get("offline_at")
+            self.link.offline_since = float(offline_at) if isinstance(offline_at, int | float) else None
             await self.link.start(timeout=None)
         if not await until_connected_or_stopped(self.link, self.stopping):
             self.link.stop()
             return self.exit_code
+        if self.link.persistent:
+            self.store.save(offline_at=None)  # a crash from now on leaves the time away unknown
         coroutines: list[Coroutine[Any, Any, None]] = [self.inputs.dispatch(), self.turns.worker()]
         microphone = None
         if audio:
@@ -312,6 +318,7 @@ class Assistant:
             systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         faulthandler.dump_traceback_later(STOP_STACKS_AFTER_S + FINISH_REPLY_S, exit=False)  # a hang shows where
         await self.turns.finish_current_turn(lambda: self.next_config is not None)
+        stopped_reading = time.time()  # requests from now on wait for the next instance, unacknowledged
         for task in tasks:
             task.cancel()
         if self.turns.current is not None:
@@ -333,6 +340,8 @@ class Assistant:
             self.link.on_connect.remove(self.on_connect)  # the next instance announces itself
             self.kept_link = self.link
         else:
+            if self.link.persistent:
+                self.store.save(offline_at=stopped_reading)
             self.link.stop()
         faulthandler.cancel_dump_traceback_later()
 
