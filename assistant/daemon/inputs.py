@@ -87,6 +87,7 @@ class Inputs:
         link.held = self.requests.__contains__  # acknowledged to the broker once handled
         self.background: set[asyncio.Task[Any]] = set()
         self._lost_reported = 0
+        self.holding = False  # stopping: requests the broker keeps are left to the next instance
 
     def input_topics(self) -> list[str]:
         """Topics this daemon reads."""
@@ -132,8 +133,19 @@ class Inputs:
             log.error("%d requests dropped without an answer: the input queue stayed full", lost - self._lost_reported)
             self._lost_reported = lost
         for message in self.link.messages.take_requests():
+            if self.holding and message.qos and message.topic in self.requests:
+                continue  # not acknowledged: the broker delivers it again to the next instance
             self.route(message)
             self.link.ack(message)  # handled or answered: the broker need not keep it any longer
+
+    def hold(self) -> None:
+        """From now on, leave requests the broker keeps for us unhandled and unacknowledged.
+
+        On a stop with a persistent session: a request that arrives then is delivered again
+        to the next instance (a restart) rather than answered `stopping`.
+        """
+        self.holding = True
+        log.info("stopping: requests from now on are left to the next instance")
 
     def refuse(self, message: Message) -> None:
         """A request that arrived while too many were waiting: `event/error` busy, with its id if readable."""

@@ -317,8 +317,10 @@ class Assistant:
         else:  # systemd then waits for the READY=1 of the next instance
             systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         faulthandler.dump_traceback_later(STOP_STACKS_AFTER_S + FINISH_REPLY_S, exit=False)  # a hang shows where
+        stopped_reading = time.time()  # what comes from now on may wait for the next instance
+        if self.next_config is None and self.link.persistent:
+            self.inputs.hold()  # the broker keeps what comes now for the next instance
         await self.turns.finish_current_turn(lambda: self.next_config is not None)
-        stopped_reading = time.time()  # requests from now on wait for the next instance, unacknowledged
         for task in tasks:
             task.cancel()
         if self.turns.current is not None:

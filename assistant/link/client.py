@@ -95,6 +95,7 @@ class MqttLink:
         self.fence_topic = f"{root}/session/fence"
         self._fence: bytes | None = None  # while set, what arrives is the backlog of a resumed session
         self._away_since: float | None = None
+        self._backlog = 0  # requests received before the fence came back
         self._session = 0  # a new number when the broker starts a fresh session: older mids mean nothing
         self._ack_lock = threading.Lock()
         self._waiting: set[tuple[int, str, bytes]] = set()  # requests received, not acknowledged yet
@@ -298,6 +299,7 @@ class MqttLink:
         if session_present:
             self._away_since = away_since
             self._fence = uuid.uuid4().hex.encode()
+            self._backlog = 0
             waited = "an unknown time" if away_since is None else f"{max(0.0, time.time() - away_since):.1f} s"
             log.info("resumed the session %s (away for %s): requests kept meanwhile come first", self.client_id, waited)
             return
@@ -366,7 +368,7 @@ class MqttLink:
         payload = bytes(message.payload)
         if message.topic == self.fence_topic:
             if payload == self._fence:
-                log.info("the backlog of the resumed session is in")
+                log.info("the backlog of the resumed session is in: %d requests", self._backlog)
                 self._fence = None
             client.ack(message.mid, message.qos)
             return
@@ -389,6 +391,7 @@ class MqttLink:
             client.ack(message.mid, message.qos)
             return
         backlog = self._fence is not None
+        self._backlog += backlog
         self.messages.put(
             Message(
                 message.topic,
