@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 HOUSE_SLICE_S = 0.005  # house traffic is read for this long between two turns of the loop
 INPUTS = ("ask", "say", "listen", "cancel", "mute/set", "image/generate")
+REMEMBERED = 1000  # requests with an id remembered to recognise a copy (QoS 1 delivers at least once)
 
 
 class Inputs:
@@ -88,6 +90,7 @@ class Inputs:
         self.background: set[asyncio.Task[Any]] = set()
         self._lost_reported = 0
         self.holding = False  # stopping: requests the broker keeps are left to the next instance
+        self._seen: OrderedDict[tuple[str, bytes], float] = OrderedDict()  # (topic, payload) -> time.monotonic()
 
     def input_topics(self) -> list[str]:
         """Topics this daemon reads."""
@@ -135,8 +138,30 @@ class Inputs:
         for message in self.link.messages.take_requests():
             if self.holding and message.qos and message.topic in self.requests:
                 continue  # not acknowledged: the broker delivers it again to the next instance
-            self.route(message)
+            if not self.copy(message):
+                self.route(message)
             self.link.ack(message)  # handled or answered: the broker need not keep it any longer
+
+    def copy(self, message: Message) -> bool:
+        """Whether this is a copy of a request with an id handled lately (say True, and log it).
+
+        QoS 1 is "at least once": a publisher whose acknowledgement was lost with the connection
+        sends again, and a broker restored from its last save can deliver again what we had
+        already acknowledged. The same id and payload on the same topic within `max_age_s` is
+        taken as such a copy: answered once, acted on once.
+        """
+        if not message.qos or message.topic not in self.requests:
+            return False
+        if request_id_of(message.payload) is None:  # only a JSON `id`: a button's plain PRESS comes again and again
+            return False  # without an id, the same words twice are two requests
+        now, key = time.monotonic(), (message.topic, message.payload)
+        while self._seen and (len(self._seen) > REMEMBERED or next(iter(self._seen.values())) < now - self.max_age_s):
+            self._seen.popitem(last=False)
+        if key in self._seen:
+            log.info("a copy of a request on %s came again; handled once", message.topic)
+            return True
+        self._seen[key] = now
+        return False
 
     def hold(self) -> None:
         """From now on, leave requests the broker keeps for us unhandled and unacknowledged.

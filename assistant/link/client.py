@@ -3,17 +3,8 @@
 paho reconnects by itself; on every (re)connect we re-subscribe and re-announce
 `status online`. The broker publishes `offline` for us (last will) if we vanish.
 
-The daemon's link is `persistent`: an MQTT 5 session with a stable client id and a session
-expiry, so that the broker keeps the requests (QoS 1 subscriptions) sent while the daemon
-reconnects or restarts and delivers them when it is back. Three things make that whole:
-
-* A request is acknowledged (PUBACK) only once the daemon has handled it (`ack`), so one
-  still in the inbox when the process stops is delivered again to the next one.
-* A redelivered copy (DUP) of a request still waiting, or just handled, is dropped.
-* What came from the backlog is marked: after resuming a session we publish a fence to
-  ourselves; the broker queues it behind whatever it kept for us, so every request that
-  arrives before the fence may have waited since we stopped reading (`Message.away_since`;
-  assistant/daemon/freshness.py decides what that means).
+The daemon's link is `persistent`: an MQTT 5 session that the broker keeps while the
+daemon is away, with the requests sent meanwhile (assistant/link/session.py).
 """
 
 from __future__ import annotations
@@ -22,10 +13,8 @@ import asyncio
 import json
 import logging
 import ssl
-import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -38,6 +27,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from assistant.config import MqttConfig
 from assistant.link.delivery import ConfirmingClient, Delivery, Settlement
 from assistant.link.inbox import Inbox, Message
+from assistant.link.session import Session, session_client_id
 
 __all__ = ["OFFLINE", "ONLINE", "Message", "MqttError", "MqttLink", "describe_error"]
 
@@ -45,12 +35,6 @@ log = logging.getLogger(__name__)
 
 ONLINE, OFFLINE = "online", "offline"
 SESSION_TAKEN_OVER = 142  # MQTT 5 reason code: another client connected with our client id
-RECENT_ACKS = 256  # requests handled lately, to recognise a redelivered copy
-
-
-def session_client_id(root: str) -> str:
-    """The stable client id of a persistent session: one per site (`assistant/kitchen` -> `assistant-kitchen`)."""
-    return root.replace("/", "-")
 
 
 class MqttError(Exception):
@@ -92,20 +76,14 @@ class MqttLink:
         # last clean stop, then by every disconnect. None: not known (first start, a crash).
         self.offline_since: float | None = None
         self.held: Callable[[str], bool] = lambda topic: False  # requests acknowledged only once handled
-        self.fence_topic = f"{root}/session/fence"
-        self._fence: bytes | None = None  # while set, what arrives is the backlog of a resumed session
-        self._away_since: float | None = None
-        self._backlog = 0  # requests received before the fence came back
-        self._session = 0  # a new number when the broker starts a fresh session: older mids mean nothing
-        self._ack_lock = threading.Lock()
-        self._waiting: set[tuple[int, str, bytes]] = set()  # requests received, not acknowledged yet
-        self._recent: deque[tuple[int, str, bytes]] = deque(maxlen=RECENT_ACKS)  # acknowledged lately
+        self.session: Session | None = None
         if persistent:
             self.client_id = config.client_id or session_client_id(root)
             self.client = ConfirmingClient(
                 CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5, manual_ack=True
             )
-            self.subscribe([self.fence_topic], qos=1)
+            self.session = Session(self.client_id, f"{root}/session/fence")
+            self.subscribe([self.session.fence_topic], qos=1)
         else:
             self.client_id = config.client_id or f"assistant-{root.replace('/', '-')}-{uuid.uuid4().hex[:6]}"
             self.client = ConfirmingClient(CallbackAPIVersion.VERSION2, client_id=self.client_id)
@@ -200,13 +178,8 @@ class MqttLink:
         Until then a persistent session keeps it, and delivers it again to the next process
         if this one stops first. A message of an earlier, forgotten session is not acknowledged.
         """
-        if not (self.persistent and message.qos and message.session == self._session):
-            return
-        key = (message.mid, message.topic, message.payload)
-        with self._ack_lock:
-            self._waiting.discard(key)
-            self._recent.append(key)
-        self.client.ack(message.mid, message.qos)
+        if self.session is not None and self.session.acknowledge(message):
+            self.client.ack(message.mid, message.qos)
 
     def publish(
         self, topic: str, payload: str | bytes, *, retain: bool = False, qos: int | None = None
@@ -281,39 +254,19 @@ class MqttLink:
                 self._loop.call_soon_threadsafe(self._answered.set)
             return
         log.info("connected to mqtt %s:%d", self.config.host, self.config.port)
-        if self.persistent:
-            self._resume(client, bool(flags.session_present))
+        fence = None
+        if self.session is not None:
+            expected = self._ever_connected or self.offline_since is not None
+            fence = self.session.connected(bool(flags.session_present), self.offline_since, expected)
         if self._announce:
             client.publish(f"{self.root}/status", ONLINE, qos=1, retain=True)
         if self.subscriptions:
             # Subscribing again to a kept subscription replaces it without losing what is queued.
             client.subscribe([(t, self._qos[t]) for t in sorted(self.subscriptions)])
-        if self._fence is not None:
-            client.publish(self.fence_topic, self._fence, qos=1)  # queued behind the backlog
+        if self.session is not None and fence is not None:
+            client.publish(self.session.fence_topic, fence, qos=1)  # queued behind the backlog
         if self._loop:
             self._loop.call_soon_threadsafe(self._connected)
-
-    def _resume(self, client: mqtt.Client, session_present: bool) -> None:
-        """After a (re)connect of a persistent session: is there a backlog, and since when?"""
-        away_since = self.offline_since
-        if session_present:
-            self._away_since = away_since
-            self._fence = uuid.uuid4().hex.encode()
-            self._backlog = 0
-            waited = "an unknown time" if away_since is None else f"{max(0.0, time.time() - away_since):.1f} s"
-            log.info("resumed the session %s (away for %s): requests kept meanwhile come first", self.client_id, waited)
-            return
-        with self._ack_lock:  # a fresh session: nothing received before can be acknowledged now
-            self._session += 1
-            self._waiting.clear()
-            self._recent.clear()
-        self._fence = None
-        if self._ever_connected or away_since is not None:
-            log.warning(
-                "the broker kept no session for %s (expired, or restarted without persistence):"
-                " requests sent while the assistant was away are lost",
-                self.client_id,
-            )
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         for reason in reasons:
@@ -365,42 +318,9 @@ class MqttLink:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         # Only filed here: paho's thread must never wait for the loop (see assistant.link.inbox).
-        payload = bytes(message.payload)
-        if message.topic == self.fence_topic:
-            if payload == self._fence:
-                log.info("the backlog of the resumed session is in: %d requests", self._backlog)
-                self._fence = None
-            client.ack(message.mid, message.qos)
+        if self.session is None:
+            self.messages.put(Message(message.topic, bytes(message.payload), message.retain))
             return
-        if not self.persistent or message.qos == 0:
-            self.messages.put(Message(message.topic, payload, message.retain))
-            return
-        if not self.held(message.topic):
-            client.ack(message.mid, message.qos)  # house traffic, claims, bridge results: taken as they come
-            self.messages.put(Message(message.topic, payload, message.retain))
-            return
-        key = (message.mid, message.topic, payload)
-        with self._ack_lock:
-            if message.dup and key in self._waiting:
-                return  # redelivered while the first copy still waits in the inbox: that one is acknowledged
-            handled = message.dup and key in self._recent
-            if not handled:
-                self._waiting.add(key)
-        if handled:  # our acknowledgement was lost with the connection: it is done, say so again
-            log.info("a request on %s came again after it was handled; not handled twice", message.topic)
-            client.ack(message.mid, message.qos)
-            return
-        backlog = self._fence is not None
-        self._backlog += backlog
-        self.messages.put(
-            Message(
-                message.topic,
-                payload,
-                message.retain,
-                mid=message.mid,
-                qos=message.qos,
-                session=self._session,
-                backlog=backlog,
-                away_since=self._away_since if backlog else None,
-            )
-        )
+        filed = self.session.received(client, message, self.held(message.topic))
+        if filed is not None:
+            self.messages.put(filed)
