@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from assistant.link.session import Session, session_client_id
@@ -76,3 +77,15 @@ def test_house_traffic_is_acknowledged_at_once() -> None:
     session.connected(False, None, expected=False)
     house = session.received(client, message("homeassistant/light/x/config", b"{}", 9), held=False)
     assert house is not None and house.qos == 0 and client.acked == [9]
+
+
+def test_connections_that_keep_dropping_name_a_shared_client_id(caplog: pytest.LogCaptureFixture) -> None:
+    session = Session("assistant-kitchen", FENCE)
+    session.dropped(0x80)
+    session.dropped(0x80)
+    assert "another client" not in caplog.text  # two drops: the network, a broker restart
+    session.dropped(0x80)
+    assert "another client connected with our client id assistant-kitchen?" in caplog.text
+    caplog.clear()
+    session.dropped(142)  # a broker that says so is believed at once
+    assert "the broker says so" in caplog.text

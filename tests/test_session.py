@@ -334,3 +334,35 @@ def test_a_broker_without_persistence_loses_the_session_and_says_so(
     recorder.wait_connected(2, timeout=15)
     recorder.publish(f"{root}/ask", json.dumps({"text": "hello", "id": "after"}))
     recorder.wait_for(f"{root}/event/reply", lambda m: m.json()["id"] == "after", timeout=20)
+
+
+def test_a_copy_of_a_request_is_handled_once(
+    fake: FakeOpenAI, make_broker: MakeBroker, make_mqtt: MakeMqtt, launch: Launch
+) -> None:
+    """QoS 1 delivers at least once: the same id and payload again is a copy, answered once."""
+    broker = make_broker()
+    recorder = make_mqtt(broker=broker)
+    daemon, root = launch(quiet_sections(broker.port, fake.url), recorder, OPENAI_API_KEY=KEY)
+    copy = json.dumps({"text": "are you there? c0-0", "id": "c0-0"})
+    for payload in (copy, copy, json.dumps({"text": "are you there? c0-1", "id": "c0-1"}), "are you there?"):
+        recorder.publish(f"{root}/ask", payload)
+    recorder.publish(f"{root}/ask", "are you there?")  # no id: the same words twice are two requests
+    recorder.wait_for(f"{root}/event/reply", lambda m: m.json()["id"] == "c0-1", timeout=20)
+    wait_log(daemon, r"a copy of a request on \S+/ask came again; handled once")
+    texts = [str(r.json["messages"][-1]["content"]) for r in fake.wait_for("chat/completions", 4) if r.json]
+    assert texts.count("are you there?") == 2, texts
+    assert handled(fake) == Counter({"c0-0": 1, "c0-1": 1})
+    assert [m.json()["id"] for m in recorder.messages(f"{root}/event/reply")].count("c0-0") == 1
+
+
+def test_two_daemons_with_one_site_id_say_that_they_share_a_session(
+    fake: FakeOpenAI, make_broker: MakeBroker, make_mqtt: MakeMqtt, launch: Launch
+) -> None:
+    """The client id names the session: a second daemon with the same site_id takes it, and the
+    log says why the first lost its connection."""
+    broker = make_broker()
+    recorder = make_mqtt(broker=broker)
+    sections = quiet_sections(broker.port, fake.url)
+    first, _ = launch(sections, recorder, OPENAI_API_KEY=KEY)
+    launch(sections, recorder, OPENAI_API_KEY=KEY)
+    wait_log(first, r"another client connected with our client id assistant-\S+\? .* Two daemons", timeout=30)

@@ -34,7 +34,6 @@ __all__ = ["OFFLINE", "ONLINE", "Message", "MqttError", "MqttLink", "describe_er
 log = logging.getLogger(__name__)
 
 ONLINE, OFFLINE = "online", "offline"
-SESSION_TAKEN_OVER = 142  # MQTT 5 reason code: another client connected with our client id
 
 
 class MqttError(Exception):
@@ -286,12 +285,8 @@ class MqttLink:
         self._loop.call_soon_threadsafe(self.connected.clear)
         if self.connected.is_set():  # it was up (not a failed attempt): we stop reading now
             self.offline_since = time.time()
-        if self.persistent and reason.value == SESSION_TAKEN_OVER:
-            log.error(
-                "another client connected with our client id %s: two daemons with the same site_id"
-                " (or [mqtt] client_id) take the session from each other",
-                self.client_id,
-            )
+        if self.session is not None and self.connected.is_set():
+            self.session.dropped(reason.value)
         if not self._ever_connected and self._refused is None:
             # Closed before any CONNACK: a TLS listener fed plain MQTT, a client certificate
             # the broker wanted but did not get, ... Say so now rather than time out.

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 RECENT_ACKS = 256  # requests acknowledged lately, to recognise a redelivered copy
 FENCE_TIMEOUT_S = 30.0  # a fence not back by then (an ACL refusing it?) no longer marks the backlog
+SESSION_TAKEN_OVER = 142  # MQTT 5 reason code: another client connected with our client id
+FLAPS, FLAP_WINDOW_S = 3, 30.0  # that many lost connections within the window: say what may cause it
 
 
 def session_client_id(root: str) -> str:
@@ -53,6 +55,8 @@ class Session:
         self._lock = threading.Lock()
         self._waiting: set[tuple[int, str, bytes]] = set()  # requests received, not acknowledged yet
         self._recent: deque[tuple[int, str, bytes]] = deque(maxlen=RECENT_ACKS)  # acknowledged lately
+        self._drops: deque[float] = deque(maxlen=FLAPS)  # time.monotonic() of the last lost connections
+        self._flap_told = -FLAP_WINDOW_S
 
     def connected(self, present: bool, away_since: float | None, expected: bool) -> bytes | None:
         """On CONNACK: the fence to publish when the broker kept our session, else None.
@@ -80,6 +84,26 @@ class Session:
                 self.client_id,
             )
         return None
+
+    def dropped(self, reason: int) -> None:
+        """A connection that was up ended: another client with our client id is one cause to name.
+
+        A newer broker says so (reason 142, "session taken over"); mosquitto 2.0.11 only closes
+        the old connection, so connections that keep dropping are named as a likely sign too.
+        """
+        now = time.monotonic()
+        self._drops.append(now)
+        flapping = len(self._drops) == FLAPS and now - self._drops[0] < FLAP_WINDOW_S
+        if reason == SESSION_TAKEN_OVER or (flapping and now - self._flap_told > FLAP_WINDOW_S):
+            self._flap_told = now
+            log.error(
+                "another client connected with our client id %s? (%s) Two daemons with the same site_id"
+                " (or [mqtt] client_id) take the session from each other",
+                self.client_id,
+                "the broker says so"
+                if reason == SESSION_TAKEN_OVER
+                else f"{FLAPS} connections lost within {FLAP_WINDOW_S:.0f} s",
+            )
 
     def received(self, client: mqtt.Client, message: mqtt.MQTTMessage, held: bool) -> Message | None:
         """What to file in the inbox for `message` (None: nothing); acknowledges what needs no handling.
