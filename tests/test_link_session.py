@@ -89,3 +89,25 @@ def test_connections_that_keep_dropping_name_a_shared_client_id(caplog: pytest.L
     caplog.clear()
     session.dropped(142)  # a broker that says so is believed at once
     assert "the broker says so" in caplog.text
+
+
+def test_on_a_persistent_link_only_what_asks_for_it_is_kept_by_the_broker() -> None:
+    """House traffic (a state topic learned from discovery later) is subscribed at QoS 0, so the
+    broker queues none of it while the daemon is away; requests at QoS 1."""
+    from assistant.config import MqttConfig
+    from assistant.link.client import MqttLink
+
+    link = MqttLink(MqttConfig(), "assistant/kitchen", persistent=True)
+    link.subscribe(["assistant/kitchen/ask"], qos=1)
+    link.subscribe(["zigbee2mqtt/lamp"])  # as assistant/home/house.py does
+    link.resubscribe(["homeassistant/+/+/config"])
+    assert link._qos == {
+        "assistant/kitchen/session/fence": 1,
+        "assistant/kitchen/ask": 1,
+        "zigbee2mqtt/lamp": 0,
+        "homeassistant/+/+/config": 0,
+    }
+    assert link.client_id == "assistant-kitchen"
+    clean = MqttLink(MqttConfig(), "assistant/kitchen")  # one-off CLI turns: never the daemon's session
+    clean.subscribe(["zigbee2mqtt/lamp"])
+    assert clean._qos == {"zigbee2mqtt/lamp": 1} and clean.client_id != "assistant-kitchen"

@@ -152,9 +152,15 @@ class MqttLink:
         self.client.disconnect()
         self.client.loop_stop()
 
+    @property
+    def default_qos(self) -> int:
+        """A subscription's QoS unless told: 0 on a persistent session, so the broker keeps only
+        what asks for it (our requests) while we are away, not a flood of states; else [mqtt] qos."""
+        return 0 if self.persistent else self.config.qos
+
     def subscribe(self, topics: Iterable[str], qos: int | None = None) -> None:
-        """Subscribe now and after every reconnect (at `qos`, by default the configured one)."""
-        level = self.config.qos if qos is None else qos
+        """Subscribe now and after every reconnect (at `qos`, by default `default_qos`)."""
+        level = self.default_qos if qos is None else qos
         new = {t: level for t in topics if t not in self.subscriptions}
         self.subscriptions |= set(new)
         self._qos.update(new)
@@ -166,7 +172,7 @@ class MqttLink:
         topics = sorted(set(topics))
         self.subscriptions |= set(topics)
         for topic in topics:
-            self._qos.setdefault(topic, self.config.qos)
+            self._qos.setdefault(topic, self.default_qos)
         if topics and self.client.is_connected():
             self.client.unsubscribe(topics)
             self.client.subscribe([(t, self._qos[t]) for t in topics])
