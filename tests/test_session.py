@@ -163,12 +163,18 @@ class Stream:
 
 def wait_saved(broker: Broker, timeout: float = 10) -> None:
     """Until mosquitto has saved its database once more (it saves every second): what it
-    holds now (our sessions, their subscriptions) survives a SIGKILL."""
-    saves = broker.log().count(SAVED)
+    holds now (our sessions, their subscriptions) survives a SIGKILL. It logs before it
+    writes, so the save is done once the new file has replaced the old one."""
+    database = broker.dir / "mosquitto.db"
+
+    def inode() -> int | None:
+        return database.stat().st_ino if database.exists() else None
+
+    before, saves = inode(), broker.log().count(SAVED)
     deadline = time.monotonic() + timeout
-    while broker.log().count(SAVED) <= saves:
+    while broker.log().count(SAVED) <= saves or inode() in (before, None) or database.with_suffix(".db.new").exists():
         assert time.monotonic() < deadline, f"mosquitto did not save its database within {timeout} s"
-        time.sleep(0.05)
+        time.sleep(0.02)
 
 
 def handled(fake: FakeOpenAI) -> Counter[str]:
@@ -366,3 +372,26 @@ def test_two_daemons_with_one_site_id_say_that_they_share_a_session(
     first, _ = launch(sections, recorder, OPENAI_API_KEY=KEY)
     launch(sections, recorder, OPENAI_API_KEY=KEY)
     wait_log(first, r"another client connected with our client id assistant-\S+\? .* Two daemons", timeout=30)
+
+
+def test_house_traffic_while_away_does_not_crowd_requests_out_of_the_queue(
+    fake: FakeOpenAI, make_broker: MakeBroker, make_mqtt: MakeMqtt, launch: Launch
+) -> None:
+    """The broker keeps at most `max_queued_messages` for a session (10 here): 50 state changes
+    while the daemon is stopped must not take the places of the 3 asks sent after them."""
+    broker = make_broker(["max_queued_messages 10"])
+    recorder = make_mqtt(broker=broker)
+    sections = quiet_sections(broker.port, fake.url)
+    site = sections["device"]["site_id"]
+    daemon, root = launch(sections, recorder, OPENAI_API_KEY=KEY)
+    assert daemon.stop() == 0, daemon.log()
+    for n in range(50):
+        recorder.publish(f"{site}/kitchen/light/state", "ON" if n % 2 else "OFF")  # QoS 1
+    for n in range(3):
+        recorder.publish(f"{root}/ask", json.dumps({"text": f"are you there? c0-{n}", "id": f"c0-{n}"}))
+    daemon, _ = launch(sections, recorder, OPENAI_API_KEY=KEY)
+    found = wait_log(daemon, BACKLOG, timeout=30)
+    assert found.group(1) == "3", daemon.log()
+    for n in range(3):
+        recorder.wait_for(f"{root}/event/reply", lambda m, n=n: m.json()["id"] == f"c0-{n}", timeout=20)
+    assert "Outgoing messages are being dropped" not in broker.log()
