@@ -102,7 +102,7 @@ class Inputs:
             self.link.subscribe(self.input_topics())
             return
         self.link.subscribe([*self.topics, *sorted(self.also_first)], qos=1)
-        self.link.subscribe([self.claims_topic, *self.house.topics()], qos=0)  # states learned later too (link.default_qos)
+        self.link.subscribe([self.claims_topic, *self.house.topics()], qos=0)  # later ones: link.default_qos
 
     async def dispatch(self) -> None:
         """Route incoming MQTT messages: requests first, house traffic in slices between them.
