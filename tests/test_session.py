@@ -395,3 +395,25 @@ def test_house_traffic_while_away_does_not_crowd_requests_out_of_the_queue(
     for n in range(3):
         recorder.wait_for(f"{root}/event/reply", lambda m, n=n: m.json()["id"] == f"c0-{n}", timeout=20)
     assert "Outgoing messages are being dropped" not in broker.log()
+
+
+def test_after_a_crash_requests_kept_meanwhile_are_answered_stale_not_dropped(
+    fake: FakeOpenAI, make_broker: MakeBroker, make_mqtt: MakeMqtt, launch: Launch
+) -> None:
+    """Killed with SIGKILL, the daemon could not write when it stopped reading: the next one
+    cannot bound the age of what the broker kept, so it answers those stale (age unknown)
+    rather than act on them, and one with a fresh `sent_at` is acted on."""
+    broker = make_broker()
+    recorder = make_mqtt(broker=broker)
+    sections = quiet_sections(broker.port, fake.url)
+    daemon, root = launch(sections, recorder, OPENAI_API_KEY=KEY)
+    daemon.process.kill()
+    daemon.process.wait()
+    recorder.publish(f"{root}/ask", json.dumps({"text": "open the garage", "id": "kept"}))
+    recorder.publish(f"{root}/ask", json.dumps({"text": "what time is it", "id": "dated", "sent_at": time.time()}))
+    daemon, _ = launch(sections, recorder, OPENAI_API_KEY=KEY)
+    wait_log(daemon, r"resumed the session \S+ \(away for an unknown time\)")
+    error = recorder.wait_for(f"{root}/event/error", lambda m: m.json()["id"] == "kept", timeout=20).json()
+    assert error["code"] == "stale_request" and error["age_s"] is None and error["age_exact"] is False, error
+    recorder.wait_for(f"{root}/event/reply", lambda m: m.json()["id"] == "dated", timeout=20)
+    assert "garage" not in json.dumps([r.json for r in fake.of("chat/completions")])
