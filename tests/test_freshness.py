@@ -70,3 +70,12 @@ def test_a_bad_sent_at_is_a_bad_request(value: object) -> None:
     with pytest.raises(BadRequest, match="sent_at") as raised:
         sent_at_of(json.dumps({"text": "hi", "id": "r1", "sent_at": value}).encode())
     assert raised.value.request_id == "r1"
+
+
+def test_time_away_is_the_clean_stop_else_the_last_sign_of_life() -> None:
+    from assistant.daemon.service import away_since
+
+    assert away_since({"offline_at": 5.0, "alive_at": 9.0}) == 5.0  # a clean stop said when it stopped reading
+    assert away_since({"offline_at": None, "alive_at": 9}) == 9.0  # a crash: at most since the last heartbeat
+    assert away_since({"alive_at": True}) is None
+    assert away_since({}) is None

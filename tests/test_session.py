@@ -397,23 +397,39 @@ def test_house_traffic_while_away_does_not_crowd_requests_out_of_the_queue(
     assert "Outgoing messages are being dropped" not in broker.log()
 
 
-def test_after_a_crash_requests_kept_meanwhile_are_answered_stale_not_dropped(
+def test_after_a_crash_what_the_broker_kept_is_bounded_by_the_last_sign_of_life(
     fake: FakeOpenAI, make_broker: MakeBroker, make_mqtt: MakeMqtt, launch: Launch
 ) -> None:
-    """Killed with SIGKILL, the daemon could not write when it stopped reading: the next one
-    cannot bound the age of what the broker kept, so it answers those stale (age unknown)
-    rather than act on them, and one with a fresh `sent_at` is acted on."""
+    """Killed with SIGKILL, the daemon could not write when it stopped reading; the next start
+    bounds the age of what the broker kept by the last `alive_at` it wrote (at start, then every
+    minute): a crash and a quick restart act on them. Without either time, they are stale."""
     broker = make_broker()
     recorder = make_mqtt(broker=broker)
     sections = quiet_sections(broker.port, fake.url)
-    daemon, root = launch(sections, recorder, OPENAI_API_KEY=KEY)
-    daemon.process.kill()
-    daemon.process.wait()
-    recorder.publish(f"{root}/ask", json.dumps({"text": "open the garage", "id": "kept"}))
-    recorder.publish(f"{root}/ask", json.dumps({"text": "what time is it", "id": "dated", "sent_at": time.time()}))
-    daemon, _ = launch(sections, recorder, OPENAI_API_KEY=KEY)
-    wait_log(daemon, r"resumed the session \S+ \(away for an unknown time\)")
-    error = recorder.wait_for(f"{root}/event/error", lambda m: m.json()["id"] == "kept", timeout=20).json()
-    assert error["code"] == "stale_request" and error["age_s"] is None and error["age_exact"] is False, error
-    recorder.wait_for(f"{root}/event/reply", lambda m: m.json()["id"] == "dated", timeout=20)
-    assert "garage" not in json.dumps([r.json for r in fake.of("chat/completions")])
+    for round_, forget in enumerate((False, True)):
+        daemon, root = launch(sections, recorder, OPENAI_API_KEY=KEY)
+        state = Path(sections["device"]["state_dir"]) / "state.json"
+        wait_log(daemon, r"ready: ")
+        daemon.process.kill()
+        daemon.process.wait()
+        saved = json.loads(state.read_text())
+        assert saved["offline_at"] is None and isinstance(saved["alive_at"], float), saved
+        if forget:  # as if the state file had been lost
+            state.write_text(json.dumps({k: v for k, v in saved.items() if k != "alive_at"}))
+        kept, dated = f"kept-{round_}", f"dated-{round_}"
+        recorder.publish(f"{root}/ask", json.dumps({"text": f"open the garage {round_}", "id": kept}))
+        recorder.publish(f"{root}/ask", json.dumps({"text": "what time is it", "id": dated, "sent_at": time.time()}))
+        daemon, _ = launch(sections, recorder, OPENAI_API_KEY=KEY)
+        answer = recorder.wait_for(f"{root}/event/+", lambda m, i=kept: m.json().get("id") == i, timeout=20)
+        recorder.wait_for(f"{root}/event/reply", lambda m, i=dated: m.json()["id"] == i, timeout=20)
+        asked = json.dumps([r.json for r in fake.of("chat/completions")])
+        if not forget:
+            wait_log(daemon, r"resumed the session \S+ \(away for \d+\.\d s\)")
+            assert answer.topic.endswith("/event/reply"), answer
+            assert "open the garage 0" in asked
+        else:
+            wait_log(daemon, r"resumed the session \S+ \(away for an unknown time\)")
+            error = answer.json()
+            assert error["code"] == "stale_request" and error["age_s"] is None and not error["age_exact"], error
+            assert "open the garage 1" not in asked
+        daemon.stop()

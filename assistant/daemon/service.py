@@ -56,6 +56,7 @@ from assistant.voice.tts import make_voice
 log = logging.getLogger(__name__)
 
 STOP_STACKS_AFTER_S = 8.0
+ALIVE_EVERY_S = 60.0  # how often `alive_at` is written: after a crash, what the broker kept is at most this much older
 STOPPING = "the assistant is stopping; this request was not handled"
 
 
@@ -218,6 +219,14 @@ class Assistant:
 
     # --- lifecycle -----------------------------------------------------------
 
+    async def remember_alive(self) -> None:
+        """Write `alive_at` now and then: after a crash, the next start bounds the age of what the
+        broker kept meanwhile by it (assistant/daemon/freshness.py), instead of not knowing it."""
+        while True:
+            await asyncio.sleep(ALIVE_EVERY_S)
+            if not await asyncio.to_thread(self.store.save, alive_at=time.time()):
+                await self.stopping.wait()  # the disk will not take it (warned once): a crash leaves it unknown
+
     def _critical_task_done(self, task: asyncio.Task[None]) -> None:
         """A loop that ends by itself is a bug: log it and stop, so systemd restarts us."""
         if task.cancelled() or self.stopping.is_set():
@@ -264,15 +273,15 @@ class Assistant:
         else:
             log.info("connecting to the broker at %s:%d", self.config.mqtt.host, self.config.mqtt.port)
             # When the last instance stopped reading: bounds the age of what the broker kept meanwhile.
-            offline_at = self.store.load().get("offline_at")
-            self.link.offline_since = float(offline_at) if isinstance(offline_at, int | float) else None
+            self.link.offline_since = away_since(self.store.load())
             await self.link.start(timeout=None)
         if not await until_connected_or_stopped(self.link, self.stopping):
             self.link.stop()
             return self.exit_code
-        if self.link.persistent:
-            self.store.save(offline_at=None)  # a crash from now on leaves the time away unknown
         coroutines: list[Coroutine[Any, Any, None]] = [self.inputs.dispatch(), self.turns.worker()]
+        if self.link.persistent:
+            self.store.save(offline_at=None, alive_at=time.time())
+            coroutines.append(self.remember_alive())
         microphone = None
         if audio:
             microphone = Microphone(
@@ -346,6 +355,16 @@ class Assistant:
                 self.store.save(offline_at=stopped_reading)
             self.link.stop()
         faulthandler.cancel_dump_traceback_later()
+
+
+def away_since(saved: Mapping[str, Any]) -> float | None:
+    """Since when the last instance has not read its inputs: its clean stop, else (a crash) the
+    last time it said it was alive; None when neither was written."""
+    for key in ("offline_at", "alive_at"):
+        value = saved.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
 
 
 def describe_reply(reply: Reply) -> str:
