@@ -185,6 +185,7 @@ def start_broker(
     allow_anonymous: bool = True,
     workdir: Path | None = None,
     timeout: float = 10.0,
+    persistence: bool = False,
 ) -> Broker:
     """Start ``mosquitto -c FILE`` listening on ``host:port`` and wait until it accepts.
 
@@ -197,6 +198,10 @@ def start_broker(
 
     As root, mosquitto drops privileges to user ``mosquitto`` and then cannot read
     password/cert files in a 0700 temp dir, so ``user root`` is added when root.
+
+    ``persistence=True`` keeps sessions and queued messages in ``mosquitto.db`` in the
+    broker's directory, saved every second (so a broker killed with SIGKILL loses at most
+    the last second); start it again with the same ``workdir`` and ``port`` to restore them.
     """
     binary = require_program("mosquitto")
     owns_dir = workdir is None
@@ -210,7 +215,11 @@ def start_broker(
         config_path = directory / f"mosquitto-{chosen}-{serial}.conf"
         log_path = directory / f"mosquitto-{chosen}-{serial}.log"
         lines = [
-            "persistence false",
+            *(
+                ["persistence true", f"persistence_location {directory}/", "autosave_interval 1"]
+                if persistence
+                else ["persistence false"]
+            ),
             "log_dest stderr",
             "log_type all",
             "connection_messages true",

@@ -325,5 +325,9 @@ class MqttConfig(Section):
     topic_prefix: str = Field("assistant", pattern=r"^[^#+]+$")
     qos: int = Field(1, ge=0, le=2)
     command_timeout_s: float = Field(5.0, gt=0, le=60)  # a device command unacknowledged by then is "unconfirmed"
+    # A request older than this is answered stale_request, not acted on (assistant/daemon/freshness.py).
+    request_max_age_s: float = Field(120.0, gt=0, le=86400)
+    # How long the broker keeps our session (and the requests sent to it) while the daemon is away.
+    session_expiry_s: int = Field(3600, ge=0, le=7 * 86400)
 
     _secrets = field_validator("password", mode="before")(_secret_text)

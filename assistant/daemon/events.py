@@ -26,10 +26,13 @@ class Events:
         self.link = link
         self.claims_topic = claims_topic
 
-    def error(self, request_id: str | None, code: str, message: str) -> None:
-        """`event/error` (and a warning in the log): a request, or the device, ran into trouble."""
+    def error(self, request_id: str | None, code: str, message: str, **extra: Any) -> None:
+        """`event/error` (and a warning in the log): a request, or the device, ran into trouble.
+
+        `extra`: fields of one code, e.g. `age_s` and `age_exact` of a `stale_request`.
+        """
         log.warning("%s: %s", code, message)
-        self.link.event("error", {"id": request_id, "code": code, "message": message})
+        self.link.event("error", {"id": request_id, "code": code, "message": message, **extra})
 
     def wake(self, data: dict[str, Any]) -> None:
         """`event/wake`: listening started, and why."""

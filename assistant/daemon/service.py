@@ -56,6 +56,7 @@ from assistant.voice.tts import make_voice
 log = logging.getLogger(__name__)
 
 STOP_STACKS_AFTER_S = 8.0
+ALIVE_EVERY_S = 60.0  # how often `alive_at` is written: after a crash, what the broker kept is at most this much older
 STOPPING = "the assistant is stopping; this request was not handled"
 
 
@@ -81,7 +82,7 @@ class Assistant:
         self.root = config.topic_root
         self.daemon = daemon
         self.link_taken_over = link is not None
-        self.link = link if link is not None else MqttLink(config.mqtt, self.root, will=daemon)
+        self.link = link if link is not None else MqttLink(config.mqtt, self.root, will=daemon, persistent=daemon)
         self.events = Events(self.link, f"{config.mqtt.topic_prefix}/arbitration")
         self.registry = Registry(config.homeassistant)
         ha = config.homeassistant
@@ -146,6 +147,7 @@ class Assistant:
             images=self.images,
             set_muted=self.set_muted,
             also_first={self.bridge.result_topic} if self.bridge is not None else set(),
+            max_age_s=config.mqtt.request_max_age_s,
         )
         self.exit_code = 0
         self.config_path = config_path
@@ -219,6 +221,14 @@ class Assistant:
 
     # --- lifecycle -----------------------------------------------------------
 
+    async def remember_alive(self) -> None:
+        """Write `alive_at` now and then: after a crash, the next start bounds the age of what the
+        broker kept meanwhile by it (assistant/daemon/freshness.py), instead of not knowing it."""
+        while True:
+            await asyncio.sleep(ALIVE_EVERY_S)
+            if not await asyncio.to_thread(self.store.save, alive_at=time.time()):
+                await self.stopping.wait()  # the disk will not take it (warned once): a crash leaves it unknown
+
     def _critical_task_done(self, task: asyncio.Task[None]) -> None:
         """A loop that ends by itself is a bug: log it and stop, so systemd restarts us."""
         if task.cancelled() or self.stopping.is_set():
@@ -254,7 +264,7 @@ class Assistant:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        self.link.subscribe(self.input_topics())
+        self.inputs.subscribe()
         self.link.on_connect.append(self.on_connect)
         if self.link_taken_over:
             # Still connected and subscribed since before the reload: nothing sent meanwhile was
@@ -264,11 +274,16 @@ class Assistant:
                 self.on_connect()
         else:
             log.info("connecting to the broker at %s:%d", self.config.mqtt.host, self.config.mqtt.port)
+            # When the last instance stopped reading: bounds the age of what the broker kept meanwhile.
+            self.link.offline_since = away_since(self.store.load())
             await self.link.start(timeout=None)
         if not await until_connected_or_stopped(self.link, self.stopping):
             self.link.stop()
             return self.exit_code
         coroutines: list[Coroutine[Any, Any, None]] = [self.inputs.dispatch(), self.turns.worker()]
+        if self.link.persistent:
+            self.store.save(offline_at=None, alive_at=time.time())
+            coroutines.append(self.remember_alive())
         microphone = None
         if audio:
             microphone = Microphone(
@@ -313,6 +328,9 @@ class Assistant:
         else:  # systemd then waits for the READY=1 of the next instance
             systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         faulthandler.dump_traceback_later(STOP_STACKS_AFTER_S + FINISH_REPLY_S, exit=False)  # a hang shows where
+        stopped_reading = time.time()  # what comes from now on may wait for the next instance
+        if self.next_config is None and self.link.persistent:
+            self.inputs.hold()  # the broker keeps what comes now for the next instance
         await self.turns.finish_current_turn(lambda: self.next_config is not None)
         for task in tasks:
             task.cancel()
@@ -336,8 +354,20 @@ class Assistant:
             self.link.on_connect.remove(self.on_connect)  # the next instance announces itself
             self.kept_link = self.link
         else:
+            if self.link.persistent:
+                self.store.save(offline_at=stopped_reading)
             self.link.stop()
         faulthandler.cancel_dump_traceback_later()
+
+
+def away_since(saved: Mapping[str, Any]) -> float | None:
+    """Since when the last instance has not read its inputs: its clean stop, else (a crash) the
+    last time it said it was alive; None when neither was written."""
+    for key in ("offline_at", "alive_at"):
+        value = saved.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
 
 
 def describe_reply(reply: Reply) -> str:

@@ -2,6 +2,9 @@
 
 paho reconnects by itself; on every (re)connect we re-subscribe and re-announce
 `status online`. The broker publishes `offline` for us (last will) if we vanish.
+
+The daemon's link is `persistent`: an MQTT 5 session that the broker keeps while the
+daemon is away, with the requests sent meanwhile (assistant/link/session.py).
 """
 
 from __future__ import annotations
@@ -10,17 +13,21 @@ import asyncio
 import json
 import logging
 import ssl
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from assistant.config import MqttConfig
 from assistant.link.delivery import ConfirmingClient, Delivery, Settlement
 from assistant.link.inbox import Inbox, Message
+from assistant.link.session import Session, session_client_id
 
 __all__ = ["OFFLINE", "ONLINE", "Message", "MqttError", "MqttLink", "describe_error"]
 
@@ -47,10 +54,13 @@ def describe_error(error: BaseException) -> str:
 class MqttLink:
     """One broker connection with a last will, automatic re-subscription and an inbox."""
 
-    def __init__(self, config: MqttConfig, root: str, *, will: bool = True) -> None:
+    def __init__(self, config: MqttConfig, root: str, *, will: bool = True, persistent: bool = False) -> None:
+        """`persistent`: the daemon's session, kept by the broker while it is away (module docstring)."""
         self.config = config
         self.root = root
+        self.persistent = persistent
         self.subscriptions: set[str] = set()
+        self._qos: dict[str, int] = {}  # topic filter -> the QoS it is subscribed at
         self.messages = Inbox()  # requests first, house traffic coalesced by topic (see assistant.link.inbox)
         self.connected = asyncio.Event()
         self._answered = asyncio.Event()  # the broker accepted or refused us
@@ -61,8 +71,21 @@ class MqttLink:
         self._refused: str | None = None
         self._acks: dict[int, asyncio.Future[None]] = {}  # mid -> command waiting for its PUBACK
         self._late: dict[int, asyncio.Future[Settlement]] = {}  # mid -> unconfirmed command's fate
-        client_id = config.client_id or f"assistant-{root.replace('/', '-')}-{uuid.uuid4().hex[:6]}"
-        self.client = ConfirmingClient(CallbackAPIVersion.VERSION2, client_id=client_id)
+        # Since when (Unix time) we have not been reading our inputs: set by the daemon from its
+        # last clean stop, then by every disconnect. None: not known (first start, a crash).
+        self.offline_since: float | None = None
+        self.held: Callable[[str], bool] = lambda topic: False  # requests acknowledged only once handled
+        self.session: Session | None = None
+        if persistent:
+            self.client_id = config.client_id or session_client_id(root)
+            self.client = ConfirmingClient(
+                CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5, manual_ack=True
+            )
+            self.session = Session(self.client_id, f"{root}/session/fence")
+            self.subscribe([self.session.fence_topic], qos=1)
+        else:
+            self.client_id = config.client_id or f"assistant-{root.replace('/', '-')}-{uuid.uuid4().hex[:6]}"
+            self.client = ConfirmingClient(CallbackAPIVersion.VERSION2, client_id=self.client_id)
         if will:
             self.client.will_set(f"{root}/status", OFFLINE, qos=1, retain=True)
         if config.username:
@@ -81,6 +104,7 @@ class MqttLink:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_log = self._on_log
         self._announce = will
 
@@ -94,14 +118,21 @@ class MqttLink:
         self._loop = asyncio.get_running_loop()
         self.messages.attach(self._loop)
         where = f"{self.config.host}:{self.config.port}"
+        session: dict[str, Any] = {}
+        if self.persistent:  # never a clean start: not on the first connect either (a restart resumes)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = self.config.session_expiry_s
+            session = {"clean_start": False, "properties": properties}
         try:
-            await asyncio.to_thread(self.client.connect, self.config.host, self.config.port, self.config.keepalive)
+            await asyncio.to_thread(
+                self.client.connect, self.config.host, self.config.port, self.config.keepalive, **session
+            )
         except (OSError, ssl.SSLError, ValueError) as error:
             reason = describe_error(error)
             if timeout is not None:
                 raise MqttError(f"mqtt: cannot connect to {where} ({reason})") from None
             log.warning("cannot reach the broker at %s (%s); retrying", where, reason)
-            self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
+            self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive, **session)
         self.client.loop_start()
         if timeout is None:
             return
@@ -121,20 +152,39 @@ class MqttLink:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def subscribe(self, topics: Iterable[str]) -> None:
-        """Subscribe now and after every reconnect."""
-        new = set(topics) - self.subscriptions
-        self.subscriptions |= new
+    @property
+    def default_qos(self) -> int:
+        """A subscription's QoS unless told: 0 on a persistent session, so the broker keeps only
+        what asks for it (our requests) while we are away, not a flood of states; else [mqtt] qos."""
+        return 0 if self.persistent else self.config.qos
+
+    def subscribe(self, topics: Iterable[str], qos: int | None = None) -> None:
+        """Subscribe now and after every reconnect (at `qos`, by default `default_qos`)."""
+        level = self.default_qos if qos is None else qos
+        new = {t: level for t in topics if t not in self.subscriptions}
+        self.subscriptions |= set(new)
+        self._qos.update(new)
         if new and self.client.is_connected():
-            self.client.subscribe([(t, self.config.qos) for t in sorted(new)])
+            self.client.subscribe(sorted(new.items()))
 
     def resubscribe(self, topics: Iterable[str]) -> None:
         """Subscribe again, so the broker re-sends what is retained there."""
         topics = sorted(set(topics))
         self.subscriptions |= set(topics)
+        for topic in topics:
+            self._qos.setdefault(topic, self.default_qos)
         if topics and self.client.is_connected():
             self.client.unsubscribe(topics)
-            self.client.subscribe([(t, self.config.qos) for t in topics])
+            self.client.subscribe([(t, self._qos[t]) for t in topics])
+
+    def ack(self, message: Message) -> None:
+        """The daemon has handled (or answered) a held request: the broker may forget it now.
+
+        Until then a persistent session keeps it, and delivers it again to the next process
+        if this one stops first. A message of an earlier, forgotten session is not acknowledged.
+        """
+        if self.session is not None and self.session.acknowledge(message):
+            self.client.ack(message.mid, message.qos)
 
     def publish(
         self, topic: str, payload: str | bytes, *, retain: bool = False, qos: int | None = None
@@ -209,12 +259,24 @@ class MqttLink:
                 self._loop.call_soon_threadsafe(self._answered.set)
             return
         log.info("connected to mqtt %s:%d", self.config.host, self.config.port)
+        fence = None
+        if self.session is not None:
+            expected = self._ever_connected or self.offline_since is not None
+            fence = self.session.connected(bool(flags.session_present), self.offline_since, expected)
         if self._announce:
             client.publish(f"{self.root}/status", ONLINE, qos=1, retain=True)
         if self.subscriptions:
-            client.subscribe([(t, self.config.qos) for t in sorted(self.subscriptions)])
+            # Subscribing again to a kept subscription replaces it without losing what is queued.
+            client.subscribe([(t, self._qos[t]) for t in sorted(self.subscriptions)])
+        if self.session is not None and fence is not None:
+            client.publish(self.session.fence_topic, fence, qos=1)  # queued behind the backlog
         if self._loop:
             self._loop.call_soon_threadsafe(self._connected)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        for reason in reasons:
+            if isinstance(reason, ReasonCode) and reason.is_failure:
+                log.error("the broker refused a subscription: %s", reason)
 
     def _connected(self) -> None:
         self._ever_connected = True
@@ -227,6 +289,10 @@ class MqttLink:
         if self._loop is None or self._loop.is_closed():
             return
         self._loop.call_soon_threadsafe(self.connected.clear)
+        if self.connected.is_set():  # it was up (not a failed attempt): we stop reading now
+            self.offline_since = time.time()
+        if self.session is not None and self.connected.is_set():
+            self.session.dropped(reason.value)
         if not self._ever_connected and self._refused is None:
             # Closed before any CONNACK: a TLS listener fed plain MQTT, a client certificate
             # the broker wanted but did not get, ... Say so now rather than time out.
@@ -253,4 +319,9 @@ class MqttLink:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         # Only filed here: paho's thread must never wait for the loop (see assistant.link.inbox).
-        self.messages.put(Message(message.topic, bytes(message.payload), message.retain))
+        if self.session is None:
+            self.messages.put(Message(message.topic, bytes(message.payload), message.retain))
+            return
+        filed = self.session.received(client, message, self.held(message.topic))
+        if filed is not None:
+            self.messages.put(filed)

@@ -31,11 +31,21 @@ REFUSED_LIMIT = 1000  # refused requests waiting for their busy answer; beyond t
 
 @dataclass(frozen=True)
 class Message:
-    """An incoming message, handed to the loop."""
+    """An incoming message, handed to the loop.
+
+    For a request of a persistent session (assistant/link/client.py): `mid`, `qos` and
+    `session` to acknowledge it once handled; `backlog` when the broker kept it for us
+    while we were away, since `away_since` (Unix time; None: for an unknown time).
+    """
 
     topic: str
     payload: bytes
     retain: bool
+    mid: int = 0
+    qos: int = 0
+    session: int = 0
+    backlog: bool = False
+    away_since: float | None = None
 
 
 @dataclass
