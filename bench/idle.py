@@ -36,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from daemon import ENTITIES, Daemon, base_sections, daemon_env, write_config
 from fake_openai import FakeOpenAI
+from latency import cpu_seconds  # bench/ is on the path when run as a script
+from storm import rss_mb
 from support import MqttRecorder, PulseAudio, start_broker
 
 LEAN_ALSA = """# the daemon's only ALSA configuration (ALSA_CONFIG_PATH): no plugins, no PulseAudio
@@ -92,20 +94,6 @@ def lean_alsa(work: Path) -> Iterator[dict[str, str]]:
         stop.set()
         feeder.join()
         os.close(fd)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def rss_by_mapping(smaps: str) -> dict[str, float]:
