@@ -82,6 +82,9 @@ class Listener:
         self.claims: list[Claim] = []
         self.mine: tuple[Claim, str] | None = None  # our latest claim and its request id
         self._arbitration: asyncio.Task[None] | None = None
+        # An utterance that ended before the wake word arbitration was decided: it is sent
+        # only once this device is known to have heard the wake word best.
+        self.held: Utterance | None = None
 
     # --- windows -------------------------------------------------------------
 
@@ -93,6 +96,7 @@ class Listener:
         """Listen for a request now (wake word, MQTT listen, follow-up); return its id."""
         self.request_id = request_id or new_id()
         self.listen_until = self.clock() + (timeout_s or self.wake_config.listen_timeout_s)
+        self.held = None
         self.segmenter.reset()
         self.drop_early()
         self.host.wake_event({"id": self.request_id, "t": time.time(), "reason": reason, **extra})
@@ -102,6 +106,7 @@ class Listener:
     def close(self) -> None:
         """Stop listening and forget any speech in progress."""
         self.listen_until = 0.0
+        self.held = None
         self.segmenter.reset()
         self.drop_early()
         self.host.machine.handle(Event.SILENCE)
@@ -124,7 +129,7 @@ class Listener:
                 host.barge_in()
                 self.woken(detection)
             return
-        if self.clock() < host.mic_open_at:
+        if self.held is not None or self.clock() < host.mic_open_at:
             return
         if not self.window_open() and not self.segmenter.in_speech:
             if machine.state is State.LISTENING:
@@ -159,14 +164,22 @@ class Listener:
             self.host.machine.handle(Event.SPEECH)
         elif isinstance(event, Utterance):
             log.debug("utterance %.2f-%.2f s (%.2f s of audio)", event.start_s, event.end_s, event.duration_s)
-            request_id, self.request_id = self.request_id or new_id(), None
-            early, self.early = self.early, None
-            self.listen_until = 0.0
-            if self.wake_config.sound:
-                self.host.play_sound("done")
-            self.host.submit_utterance(event, request_id, early)
+            if self._arbitrating():
+                log.debug("utterance held until the wake word arbitration is decided")
+                self.held = event
+            else:
+                self._submit(event)
         elif not self.segmenter.in_speech and not self.window_open():
             self.host.machine.handle(Event.SILENCE)  # too short to be a request
+
+    def _submit(self, utterance: Utterance) -> None:
+        request_id, self.request_id = self.request_id or new_id(), None
+        early, self.early = self.early, None
+        self.listen_until = 0.0
+        self.held = None
+        if self.wake_config.sound:
+            self.host.play_sound("done")
+        self.host.submit_utterance(utterance, request_id, early)
 
     def _early_done(self, task: asyncio.Task[str]) -> None:
         # Still paused, and what was said is already a command the fast path knows:
@@ -206,6 +219,7 @@ class Listener:
             )
             if self._arbitration is not None:
                 self._arbitration.cancel()
+            self.mine = (mine, request_id)
             self._arbitration = asyncio.create_task(self._arbitrate(mine, request_id))
 
     def on_claim(self, payload: bytes) -> None:
@@ -225,12 +239,23 @@ class Listener:
                 self._yield(claim, mine, request_id)
 
     async def _arbitrate(self, mine: Claim, request_id: str) -> None:
-        self.mine = (mine, request_id)
         await asyncio.sleep(self.wake_config.arbitration_ms / 1000)
         rivals = [c for c in self.claims if abs(c.received - mine.received) <= SAME_WAKE_S]
         best = max([mine, *rivals], key=_rank)
         if best is not mine:
             self._yield(best, mine, request_id)
+        elif self.held is not None and self.request_id == request_id:
+            self._submit(self.held)
+
+    def _arbitrating(self) -> bool:
+        """Whether the request being heard waits for the wake word arbitration.
+
+        Frames can overtake the arbitration timer when the loop stalls, so an utterance
+        may end first; it must not be sent before the decision (the worse-placed device
+        would answer too).
+        """
+        pending = self._arbitration is not None and not self._arbitration.done()
+        return pending and self.mine is not None and self.mine[1] == self.request_id
 
     def _yield(self, better: Claim, mine: Claim, request_id: str) -> None:
         self.mine = None
