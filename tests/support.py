@@ -766,6 +766,14 @@ class _MonitorKeeper:
         self._thread.join(timeout=5)
 
 
+def _feed(process: subprocess.Popen[bytes], pcm: bytes) -> None:
+    """Write all of `pcm` to a player's stdin, then close it (the end of the stream)."""
+    assert process.stdin is not None
+    with contextlib.suppress(BrokenPipeError):
+        process.stdin.write(pcm)
+        process.stdin.close()
+
+
 class PulseAudio:
     """A private PulseAudio daemon with a virtual microphone and speaker.
 
@@ -870,6 +878,16 @@ class PulseAudio:
             time.sleep(0.02)
         raise RuntimeError(f"pulseaudio not ready within {timeout}s: {last}\nlog:\n{self.log()}")
 
+    def keep_monitor(self, sink: str, timeout: float = 15.0) -> _MonitorKeeper:
+        """Keep a low-latency recorder on a sink added later (another microphone), as for ours.
+
+        Without it, a daemon recording that sink's monitor gets its audio up to ~2 s late.
+        """
+        keeper = _MonitorKeeper(self.subprocess_env(), f"{sink}.monitor", 40)
+        self._keepers.append(keeper)
+        self.wait_monitors_ready(timeout)
+        return keeper
+
     def wait_monitors_ready(self, timeout: float = 5.0) -> None:
         """Wait until the monitor keepers receive audio.
 
@@ -941,6 +959,45 @@ class PulseAudio:
         if process.returncode != 0:
             raise AssertionError(f"paplay {wav} failed ({process.returncode}): {err.decode(errors='replace')}")
         return None
+
+    def play_together(self, plays: list[tuple[Path, str]], timeout: float = 60.0) -> None:
+        """Play WAVs into several sinks starting at the same moment, like one sound heard by two devices.
+
+        Separate `paplay` processes start up to seconds apart on a loaded machine; here each
+        `pacat` is connected first, and only then are all fed, so the streams start together.
+        """
+        players: list[tuple[subprocess.Popen[bytes], bytes]] = []
+        try:
+            for wav, sink in plays:
+                samples, rate = read_wav(wav)
+                command = [require_program("pacat"), "-v", "--raw", f"--device={sink}", f"--rate={rate}"]
+                command += ["--format=s16le", "--channels=1"]
+                process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    env=self.subprocess_env(),
+                )
+                players.append((process, samples.tobytes()))
+            for process, _ in players:  # connected and ready for data
+                assert process.stderr is not None
+                for line in process.stderr:
+                    if b"Stream successfully created" in line:
+                        break
+                else:
+                    raise AssertionError(f"pacat could not open a stream (exit {process.wait(timeout)})")
+            writers = [threading.Thread(target=_feed, args=(process, pcm)) for process, pcm in players]
+            for writer in writers:
+                writer.start()
+            for writer in writers:
+                writer.join(timeout)
+            for process, _ in players:
+                if process.wait(timeout) != 0:
+                    raise AssertionError(f"pacat failed ({process.returncode})")
+        finally:
+            for process, _ in players:
+                stop_process(process)
 
     def stop_players(self) -> None:
         """Kill mic playbacks started with ``wait=False`` that are still running."""

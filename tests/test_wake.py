@@ -4,7 +4,6 @@ real espeak-ng speech and the bundled wake word models."""
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -202,7 +201,9 @@ def second_mic(pulse: PulseAudio) -> Iterator[str]:
         pulse.pactl("load-module", "module-null-sink", "sink_name=micsrc2", "rate=16000", "channels=1").strip(),
         pulse.pactl("load-module", "module-remap-source", "source_name=vmic2", "master=micsrc2.monitor").strip(),
     ]
+    keeper = pulse.keep_monitor("micsrc2")  # its audio on time, like the first microphone's
     yield "vmic2"
+    keeper.stop()
     for module in reversed(modules):
         pulse.pactl("unload-module", module)
 
@@ -224,13 +225,7 @@ def test_two_devices_hear_the_wake_word_and_only_the_louder_answers(
     far_daemon, far_root = start_daemon(far, OPENAI_API_KEY="test-key", PULSE_SOURCE=second_mic)
     fake.transcript = "what time is it"
     loud, quiet = wake_then(tmp_path, "what time is it", gain=1.0), wake_then(tmp_path, "what time is it", gain=0.3)
-    env = pulse.subprocess_env()
-    players = [
-        subprocess.Popen(["paplay", "--device=micsrc", str(loud)], env=env),
-        subprocess.Popen(["paplay", "--device=micsrc2", str(quiet)], env=env),
-    ]
-    for player in players:
-        player.wait(timeout=30)
+    pulse.play_together([(loud, "micsrc"), (quiet, "micsrc2")])  # one sound, two microphones
     reply = mqtt.wait_for(f"{near_root}/event/reply", timeout=20).json()
     assert reply["text"] == "OK."
     far_wake = mqtt.wait_for(f"{far_root}/event/wake", timeout=5).json()  # it heard it too ...
