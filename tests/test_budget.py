@@ -301,6 +301,11 @@ def test_static_part_first_and_stable_across_turns() -> None:
     second = agent.instructions()
     time_line = f"The current time is {datetime.now().astimezone():%A}"
     static = first[: first.index(time_line)]
-    assert second.startswith(static) and first != second  # only what follows the static part changed
     assert first.startswith("You are Testy.\n" + "Entities by area")
-    assert "changed" not in static and "Current states" in second[len(static) :]
+    assert second.startswith(static) and "changed" not in second  # states are read with get_state
+    assert "call get_state" in static
+
+    with_states = Agent(config.model_copy(update={"states_in_prompt": True}), DeviceConfig(), client, registry, list)
+    third = with_states.instructions()
+    assert third.startswith(static.replace("Testy", "Assistant"))  # the same static part, then the states
+    assert "Current states:" in third[len(static) :] and "changed" in third[third.index(time_line) :]

@@ -45,6 +45,10 @@ UNTUNED_KEYS = ("user", "safety_identifier", "service_tier")  # sent whether or 
 CONTROLLABLE = set().union(*ACTIONS.values())  # domains a tool can act on: listed before read-only ones
 COMPLETE_FINISH = {"stop", "tool_calls", "function_call"}
 CUT_CODES = {"length": "reply_truncated", "content_filter": "content_filtered", None: "stream_cut"}
+READ_STATES = (
+    "Current states are not listed: for any question about how something is now, call get_state "
+    "(or find_entities for an area or a domain) and answer from its result; never guess a state."
+)
 
 
 @dataclass
@@ -153,7 +157,10 @@ class Agent:
 
         Providers cache the longest prefix they saw before (the tools and then the
         messages). Your instructions and the entity table change only when you or the
-        house do; the time and live states come after them. Rendered once per turn.
+        house do; the time comes after them. States are read with tools (as Home
+        Assistant's GetLiveContext does), so each entity costs its id and area words
+        only; `states_in_prompt` adds every state at the end when the table and the
+        states fit in `listing_tokens`. Rendered once per turn.
         """
         try:
             text = self.instructions_template.render()
@@ -166,7 +173,9 @@ class Agent:
             exposed = self.registry.exposed()
             house = self.listing(exposed)
             parts.append(house.text)
-            if house.complete:  # a small house: its states too, if they fit in the same budget
+            if exposed:
+                parts.append(READ_STATES)
+            if self.config.states_in_prompt and house.complete:
                 states = states_line(exposed)
                 if estimate_tokens(house.text + states) > self.config.listing_tokens:
                     states = ""

@@ -4,7 +4,9 @@ Every call is checked against the `expose` allowlist before anything is publishe
 whatever the model asks; refusals and errors go back to the model as the tool's
 result and are reported as failed actions. Entity ids are plain strings in the
 schemas (no list of every entity: that grew with the house) and are checked against
-the registry when called; `find_entities` resolves names in houses too large to list.
+the registry when called, and an id that is not exposed gets an error naming the
+closest exposed ones; `find_entities` resolves names in houses too large to list, and
+`get_state` reads a state (states are not in the prompt, see assistant.agent.catalog).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from assistant.agent.catalog import LIST_LIMIT, Finder
+from assistant.agent.catalog import LIST_LIMIT, Finder, live_state, valid_ids_hint
 from assistant.agent.schema import SchemaError, check_schema, validate
 from assistant.home.bridge import BridgeOutcome, ServiceBridge
 from assistant.home.budget import cap_text
@@ -304,6 +306,9 @@ _TOOLS: list[tuple[str, str, set[str], dict[str, Any], Callable[[dict[str, Any]]
 ]
 
 
+_DOMAINS = {name: domains for name, _about, domains, _properties, _plan in _TOOLS}  # what each tool acts on
+
+
 class HomeTools:
     """The tools over the registry; MQTT-native entities get MQTT, the rest the bridge."""
 
@@ -325,7 +330,10 @@ class HomeTools:
                 parameters = _arguments(properties, _REQUIRED.get(name, []))
                 tools.append(Tool(name, description, parameters, self._caller(name, plan)))
         if exposed:
-            about = "Read the current state and attributes of an entity."
+            about = (
+                "Read an entity's current state and attributes. States are not in the prompt: call this "
+                "for any question about how something is now (on, open, locked, a temperature)."
+            )
             tools.append(Tool("get_state", about, _arguments({}), self._get_state))
             find = {
                 "query": {"type": "string", "maxLength": 200, "description": "the name as the user said it"},
@@ -335,7 +343,8 @@ class HomeTools:
             tools.append(
                 Tool(
                     "find_entities",
-                    "Find entities by name, area and/or domain: returns the best matches with entity_id and state.",
+                    "Find entities by name, area and/or domain: the best matches with entity_id and current "
+                    "state (also for questions such as which lights are on in an area).",
                     {"type": "object", "properties": find, "additionalProperties": False},
                     self._find,
                 )
@@ -357,7 +366,7 @@ class HomeTools:
             actions.append(Action(tool, None, None, None, False, "entity_id must be a string"))
             return ToolOutcome(json.dumps({"error": "entity_id must be a string"}), actions)
         try:
-            entity = self.registry.get_exposed(entity_id)
+            entity = self.exposed_entity(entity_id, _DOMAINS[tool])
             for action, params in plan(args):
                 actions += await self._perform(tool, entity, action, params)
         except CommandError as error:
@@ -391,14 +400,26 @@ class HomeTools:
         outcome = await self.bridge.call(service_call(entity, action, params))
         return [action_from_bridge(tool, entity.entity_id, self.bridge.topic, outcome)]
 
+    def exposed_entity(self, entity_id: str, domains: set[str] | None = None) -> Entity:
+        """The exposed entity `entity_id`, else a CommandError naming the closest exposed ids.
+
+        Only exposed ids are ever named (in `domains` when given: those the tool acts on),
+        so the model learns what it may use and nothing of what it may not.
+        """
+        try:
+            return self.registry.get_exposed(entity_id)
+        except CommandError as error:
+            valid = [e.entity_id for e in self.registry.exposed() if domains is None or e.domain in domains]
+            raise CommandError(f"{error}; {valid_ids_hint(entity_id, valid)}") from None
+
     async def _get_state(self, args: dict[str, Any]) -> ToolOutcome:
         entity_id = args.get("entity_id")
         try:
-            entity = self.registry.get_exposed(str(entity_id))
+            entity = self.exposed_entity(str(entity_id))
         except CommandError as error:
             refused = Action("get_state", str(entity_id), None, None, False, str(error), "refused")
             return ToolOutcome(json.dumps({"error": str(error)}), [refused])
-        return ToolOutcome(json.dumps(entity.summary(), ensure_ascii=False), [])
+        return ToolOutcome(json.dumps(live_state(entity), ensure_ascii=False), [])
 
     async def _find(self, args: dict[str, Any]) -> ToolOutcome:
         query, area, domain = (str(args.get(key) or "") for key in ("query", "area", "domain"))
