@@ -161,6 +161,7 @@ def test_an_unknown_id_is_refused_with_the_exposed_ids_it_may_mean() -> None:
         "no exposed entity 'light.kitchen_ceiling'; the closest exposed: light.kitchen_ceiling_light"
     )
     assert outcome.actions[0].status == "refused"
+    assert outcome.actions[0].error == "no exposed entity 'light.kitchen_ceiling'"  # event/action: the short message
     error = json.loads(asyncio.run(tools["get_state"].run({"entity_id": "lock.kitchen_door"})).content)["error"]
     assert "lock.kitchen_door" not in error.split(";", 1)[1] and "light.kitchen" in error
     error = json.loads(asyncio.run(tools["turn_off"].run({"entity_id": "fan.nothing_like_it"})).content)["error"]

@@ -207,6 +207,10 @@ def live_state(entity: Entity) -> dict[str, Any]:
     if entity.area:
         found["area"] = _area(entity)
     attributes = {key: entity.attributes[key] for key in LIVE_ATTRIBUTES if entity.attributes.get(key) is not None}
+    for key in ("unit_of_measurement", "device_class"):  # as Home Assistant reports them, from the MQTT config
+        configured = entity.mqtt.get(key)
+        if key not in attributes and isinstance(configured, str) and configured:
+            attributes[key] = _one_line(configured, 40)
     brightness = attributes.get("brightness")
     if isinstance(brightness, int | float) and not isinstance(brightness, bool) and 0 <= brightness <= 255:
         attributes["brightness_pct"] = round(brightness * 100 / 255)

@@ -372,7 +372,7 @@ class HomeTools:
         except CommandError as error:
             log.info("refused %s(%s): %s", tool, entity_id, error)
             actions.append(Action(tool, entity_id, None, None, False, str(error), "refused"))
-            return ToolOutcome(json.dumps({"error": str(error)}), actions)
+            return ToolOutcome(json.dumps({"error": _for_model(error)}), actions)
         except Exception as error:  # a broken value in the entity's config: the model hears of it, the turn goes on
             log.exception("%s(%s) failed", tool, entity_id)
             return failed(tool, entity_id, f"failed: {type(error).__name__}: {cap_text(str(error), 200)}", actions)
@@ -401,7 +401,7 @@ class HomeTools:
         return [action_from_bridge(tool, entity.entity_id, self.bridge.topic, outcome)]
 
     def exposed_entity(self, entity_id: str, domains: set[str] | None = None) -> Entity:
-        """The exposed entity `entity_id`, else a CommandError naming the closest exposed ids.
+        """The exposed entity `entity_id`, else NotExposed with a hint naming the closest exposed ids.
 
         Only exposed ids are ever named (in `domains` when given: those the tool acts on),
         so the model learns what it may use and nothing of what it may not.
@@ -410,7 +410,7 @@ class HomeTools:
             return self.registry.get_exposed(entity_id)
         except CommandError as error:
             valid = [e.entity_id for e in self.registry.exposed() if domains is None or e.domain in domains]
-            raise CommandError(f"{error}; {valid_ids_hint(entity_id, valid)}") from None
+            raise NotExposed(str(error), valid_ids_hint(entity_id, valid)) from None
 
     async def _get_state(self, args: dict[str, Any]) -> ToolOutcome:
         entity_id = args.get("entity_id")
@@ -418,7 +418,7 @@ class HomeTools:
             entity = self.exposed_entity(str(entity_id))
         except CommandError as error:
             refused = Action("get_state", str(entity_id), None, None, False, str(error), "refused")
-            return ToolOutcome(json.dumps({"error": str(error)}), [refused])
+            return ToolOutcome(json.dumps({"error": _for_model(error)}), [refused])
         return ToolOutcome(json.dumps(live_state(entity), ensure_ascii=False), [])
 
     async def _find(self, args: dict[str, Any]) -> ToolOutcome:
@@ -431,6 +431,22 @@ class HomeTools:
         if not matches:
             result["hint"] = "nothing matches; try fewer or other words, or only an area or a domain"
         return ToolOutcome(json.dumps(result, ensure_ascii=False), [])
+
+
+class NotExposed(CommandError):
+    """An id that is not an exposed entity; `hint` tells the model which ids it may use."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def _for_model(error: CommandError) -> str:
+    """The refusal as the model reads it: with the valid ids when the id was the problem.
+
+    event/action keeps the short message; the hint is only for choosing again.
+    """
+    return f"{error}; {error.hint}" if isinstance(error, NotExposed) else str(error)
 
 
 def _arguments(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
