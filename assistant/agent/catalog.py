@@ -66,7 +66,6 @@ LIVE_ATTRIBUTES = (
 )
 FIND_LIMIT = 8  # matches for a name query
 LIST_LIMIT = 25  # entities listed for an area / domain query without a name
-SUGGESTIONS = 5  # exposed ids named when the model asks for one that is not
 
 HEADER = 'Entities by area (entity_id, then "name" if it differs from the id, then aliases):'
 _WORD = re.compile(r"[^\W_]+")
@@ -178,19 +177,6 @@ def is_minor(entity: Entity) -> bool:
 def states_line(entities: list[Entity]) -> str:
     """Every entity's state in one line, for the volatile end of the prompt (`states_in_prompt`)."""
     return "Current states: " + "; ".join(f"{e.entity_id} {_state(e)}" for e in entities)
-
-
-def valid_ids_hint(wanted: str, valid: list[str]) -> str:
-    """What to say about the ids a tool takes when `wanted` is not one: the closest, else a few."""
-    close = difflib.get_close_matches(wanted, valid, n=SUGGESTIONS, cutoff=0.6)
-    if close:
-        hint = f"the closest exposed: {', '.join(close)}"
-    elif valid:
-        more = f" and {len(valid) - SUGGESTIONS} more" if len(valid) > SUGGESTIONS else ""
-        hint = f"exposed ones include {', '.join(valid[:SUGGESTIONS])}{more}"
-    else:
-        return "none of the exposed entities can do that"
-    return f"{hint} (use an id from the list, or find_entities)"
 
 
 def live_state(entity: Entity) -> dict[str, Any]:

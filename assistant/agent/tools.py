@@ -3,10 +3,8 @@
 Every call is checked against the `expose` allowlist before anything is published,
 whatever the model asks; refusals and errors go back to the model as the tool's
 result and are reported as failed actions. Entity ids are plain strings in the
-schemas (no list of every entity: that grew with the house) and are checked against
-the registry when called, and an id that is not exposed gets an error naming the
-closest exposed ones; `find_entities` resolves names in houses too large to list, and
-`get_state` reads a state (states are not in the prompt, see assistant.agent.catalog).
+schemas (no list of every entity: that grew with the house), checked when called (see
+assistant.agent.lookup); `find_entities` resolves names, `get_state` reads states.
 """
 
 from __future__ import annotations
@@ -18,7 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from assistant.agent.catalog import LIST_LIMIT, Finder, live_state, valid_ids_hint
+from assistant.agent.catalog import LIST_LIMIT, Finder, live_state
+from assistant.agent.lookup import exposed_entity, for_model
 from assistant.agent.schema import SchemaError, check_schema, validate
 from assistant.home.bridge import BridgeOutcome, ServiceBridge
 from assistant.home.budget import cap_text
@@ -304,8 +303,6 @@ _TOOLS: list[tuple[str, str, set[str], dict[str, Any], Callable[[dict[str, Any]]
     ),
     ("press_button", "Press a button entity.", ACTIONS["press"], {}, lambda a: [("press", {})]),
 ]
-
-
 _DOMAINS = {name: domains for name, _about, domains, _properties, _plan in _TOOLS}  # what each tool acts on
 
 
@@ -330,10 +327,7 @@ class HomeTools:
                 parameters = _arguments(properties, _REQUIRED.get(name, []))
                 tools.append(Tool(name, description, parameters, self._caller(name, plan)))
         if exposed:
-            about = (
-                "Read an entity's current state and attributes. States are not in the prompt: call this "
-                "for any question about how something is now (on, open, locked, a temperature)."
-            )
+            about = "Read an entity's current state and attributes: for any question about how something is now."
             tools.append(Tool("get_state", about, _arguments({}), self._get_state))
             find = {
                 "query": {"type": "string", "maxLength": 200, "description": "the name as the user said it"},
@@ -343,8 +337,7 @@ class HomeTools:
             tools.append(
                 Tool(
                     "find_entities",
-                    "Find entities by name, area and/or domain: the best matches with entity_id and current "
-                    "state (also for questions such as which lights are on in an area).",
+                    "Find entities by name, area and/or domain: the best matches with entity_id and current state.",
                     {"type": "object", "properties": find, "additionalProperties": False},
                     self._find,
                 )
@@ -366,13 +359,13 @@ class HomeTools:
             actions.append(Action(tool, None, None, None, False, "entity_id must be a string"))
             return ToolOutcome(json.dumps({"error": "entity_id must be a string"}), actions)
         try:
-            entity = self.exposed_entity(entity_id, _DOMAINS[tool])
+            entity = exposed_entity(self.registry, entity_id, _DOMAINS[tool])
             for action, params in plan(args):
                 actions += await self._perform(tool, entity, action, params)
         except CommandError as error:
             log.info("refused %s(%s): %s", tool, entity_id, error)
             actions.append(Action(tool, entity_id, None, None, False, str(error), "refused"))
-            return ToolOutcome(json.dumps({"error": _for_model(error)}), actions)
+            return ToolOutcome(json.dumps({"error": for_model(error)}), actions)
         except Exception as error:  # a broken value in the entity's config: the model hears of it, the turn goes on
             log.exception("%s(%s) failed", tool, entity_id)
             return failed(tool, entity_id, f"failed: {type(error).__name__}: {cap_text(str(error), 200)}", actions)
@@ -400,25 +393,13 @@ class HomeTools:
         outcome = await self.bridge.call(service_call(entity, action, params))
         return [action_from_bridge(tool, entity.entity_id, self.bridge.topic, outcome)]
 
-    def exposed_entity(self, entity_id: str, domains: set[str] | None = None) -> Entity:
-        """The exposed entity `entity_id`, else NotExposed with a hint naming the closest exposed ids.
-
-        Only exposed ids are ever named (in `domains` when given: those the tool acts on),
-        so the model learns what it may use and nothing of what it may not.
-        """
-        try:
-            return self.registry.get_exposed(entity_id)
-        except CommandError as error:
-            valid = [e.entity_id for e in self.registry.exposed() if domains is None or e.domain in domains]
-            raise NotExposed(str(error), valid_ids_hint(entity_id, valid)) from None
-
     async def _get_state(self, args: dict[str, Any]) -> ToolOutcome:
         entity_id = args.get("entity_id")
         try:
-            entity = self.exposed_entity(str(entity_id))
+            entity = exposed_entity(self.registry, str(entity_id))
         except CommandError as error:
             refused = Action("get_state", str(entity_id), None, None, False, str(error), "refused")
-            return ToolOutcome(json.dumps({"error": _for_model(error)}), [refused])
+            return ToolOutcome(json.dumps({"error": for_model(error)}), [refused])
         return ToolOutcome(json.dumps(live_state(entity), ensure_ascii=False), [])
 
     async def _find(self, args: dict[str, Any]) -> ToolOutcome:
@@ -431,22 +412,6 @@ class HomeTools:
         if not matches:
             result["hint"] = "nothing matches; try fewer or other words, or only an area or a domain"
         return ToolOutcome(json.dumps(result, ensure_ascii=False), [])
-
-
-class NotExposed(CommandError):
-    """An id that is not an exposed entity; `hint` tells the model which ids it may use."""
-
-    def __init__(self, message: str, hint: str) -> None:
-        super().__init__(message)
-        self.hint = hint
-
-
-def _for_model(error: CommandError) -> str:
-    """The refusal as the model reads it: with the valid ids when the id was the problem.
-
-    event/action keeps the short message; the hint is only for choosing again.
-    """
-    return f"{error}; {error.hint}" if isinstance(error, NotExposed) else str(error)
 
 
 def _arguments(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
