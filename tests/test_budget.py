@@ -264,6 +264,14 @@ def test_listing_stays_within_its_budget(size: int) -> None:
     assert states_line(entities[:2]) == f"Current states: {entities[0].entity_id} {entities[0].state} °C; " + (
         f"{entities[1].entity_id} {entities[1].state} °C"
     )
+    # the whole system prompt: the instructions, the table within listing_tokens, one line on reading
+    # states, the time; no state of any entity, whatever the house (with or without states_in_prompt)
+    client = openai.AsyncOpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")
+    for states in (False, True):
+        config = AgentConfig(instructions="Be brief.", listing_tokens=2000, states_in_prompt=states)
+        system = Agent(config, DeviceConfig(), client, house(size), list).instructions()
+        assert estimate_tokens(system) <= 2000 + 100, (size, states, estimate_tokens(system))
+        assert ("Current states:" in system) == (states and size <= 10), size
 
 
 def test_names_are_found_among_thousands() -> None:
