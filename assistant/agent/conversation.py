@@ -49,6 +49,10 @@ READ_STATES = (
     "Current states are not listed: for any question about how something is now, call get_state "
     "(or find_entities for an area or a domain) and answer from its result; never guess a state."
 )
+READ_STATES_LISTED = (  # with states_in_prompt: the states may be at the end, or left out if they did not fit
+    "For any question about how something is now, use the current states at the end of this prompt; "
+    "when they are not there, call get_state (or find_entities for an area or a domain)."
+)
 
 
 @dataclass
@@ -174,7 +178,7 @@ class Agent:
             house = self.listing(exposed)
             parts.append(house.text)
             if exposed:
-                parts.append(READ_STATES)
+                parts.append(READ_STATES_LISTED if self.config.states_in_prompt else READ_STATES)
             if self.config.states_in_prompt and house.complete:
                 states = states_line(exposed)
                 if estimate_tokens(house.text + states) > self.config.listing_tokens:
