@@ -22,7 +22,7 @@ import openai
 from openai.types.chat import ChatCompletionChunk
 from openai.types.completion_usage import CompletionUsage
 
-from assistant.agent.catalog import Listing, listing, states_line
+from assistant.agent.catalog import Listing, is_minor, listing, states_line
 from assistant.agent.memory import Memory
 from assistant.agent.prompt import Instructions
 from assistant.agent.tools import Action, Tool
@@ -191,8 +191,8 @@ class Agent:
         return "\n".join(parts)
 
     def listing(self, exposed: list[Entity]) -> Listing:
-        """The entity listing, built again only when ids, names, areas or aliases change."""
-        key = [(e.entity_id, e.name, e.area, tuple(e.aliases)) for e in exposed]
+        """The entity listing, built again only when ids, names, areas, aliases or categories change."""
+        key = [(e.entity_id, e.name, e.area, tuple(e.aliases), is_minor(e)) for e in exposed]
         if self._listing is None or self._listing[0] != key:
             self._listing = (key, listing(exposed, self.config.listing_tokens, CONTROLLABLE))
         return self._listing[1]
