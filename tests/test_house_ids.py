@@ -79,6 +79,7 @@ def test_two_devices_with_one_name_are_told_apart_and_removed_alone(
     site = sections["device"]["site_id"]
     prefix = f"ha{site}"
     sections["homeassistant"] |= {"discovery_prefix": prefix, "version": "2025.4.4"}
+    sections["agent"] |= {"states_in_prompt": True}  # the prompt's states line shows what the daemon knows
     first, second = f"{site}a", f"{site}b"
     mqtt.publish(f"{prefix}/light/{first}/light/config", json.dumps(lamp(first)), retain=True)
     daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
@@ -149,6 +150,7 @@ def test_the_snapshot_makes_entities_known_at_once_and_a_rename_leaves_one(
         "service_topic": service,
         "expose": ["light.*", "switch.*"],
     }
+    sections["agent"] |= {"states_in_prompt": True}  # the prompt's states line shows what the daemon knows
     device = f"{site}a"
     mqtt.publish(f"{prefix}/light/{device}/light/config", json.dumps(lamp(device)), retain=True)
     mqtt.publish(f"{stream}/switch/old_name/state", "off", retain=True)  # retained, of an entity renamed since

@@ -93,7 +93,8 @@ def test_learned_light_on_a_hand_declared_locks_topic_is_refused() -> None:
     assert "light.evil" not in reg.entities
     assert [e.entity_id for e in reg.exposed()] == ["light.porch"]
     result, published = turn_on(reg, "light.evil")
-    assert result == {"error": "no exposed entity 'light.evil'"}
+    assert result["error"].startswith("no exposed entity 'light.evil'; ")  # and the exposed ids it may mean:
+    assert "light.porch" in result["error"] and "lock.front_door" not in result["error"]  # never a hidden one
     assert published == []
 
 

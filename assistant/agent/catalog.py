@@ -3,8 +3,12 @@ name search for houses too large to list.
 
 Like Home Assistant's own LLM helper, the prompt holds a static overview (which
 entities exist, their names and areas: it changes only when entities do, so the
-providers' prompt cache keeps it) and leaves live states to tools. Small houses also
-get every state, after the static part. When the table would exceed the budget, whole
+providers' prompt cache keeps it) and leaves live states to tools (`get_state`, and
+`find_entities` for an area or a domain), so an added light costs its id and area
+words, not its state and attributes on every request. Diagnostic and configuration
+entities (Home Assistant's `entity_category`: signal strength, firmware, power-on
+behaviour...) are not listed, as Home Assistant does not expose them by default; they
+stay readable through the tools. When the table would exceed the budget, whole
 domains are left out (read-only ones such as sensors first), the prompt says what is
 missing, and `find_entities` resolves "the X" among thousands of entities.
 """
@@ -16,12 +20,50 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
-from assistant.home.budget import CHARS_PER_TOKEN, cap_text, estimate_tokens
+from assistant.home.budget import CHARS_PER_TOKEN, MAX_SUMMARY_CHARS, bounded_attributes, cap_text, estimate_tokens
 from assistant.home.entities import Entity
 
 MAX_ENTITY_ID = 255  # Home Assistant's own limit; longer ids are not real entities
 STATE_CHARS = 40  # a state as listed with the whole house (get_state gives more)
+MINOR_CATEGORIES = {"diagnostic", "config"}  # Home Assistant's entity categories it does not expose by default
+# Attributes that answer questions about a state (Home Assistant's GetLiveContext keeps
+# about these); the others (supported_features, effect_list, min_mireds...) describe the
+# device, not its state, and only cost tokens.
+LIVE_ATTRIBUTES = (
+    "unit_of_measurement",
+    "device_class",
+    "brightness",
+    "color_temp_kelvin",
+    "rgb_color",
+    "effect",
+    "current_position",
+    "current_tilt_position",
+    "percentage",
+    "preset_mode",
+    "oscillating",
+    "direction",
+    "temperature",
+    "target_temp_low",
+    "target_temp_high",
+    "current_temperature",
+    "temperature_unit",
+    "hvac_action",
+    "hvac_modes",
+    "min_temp",
+    "max_temp",
+    "fan_mode",
+    "humidity",
+    "current_humidity",
+    "battery_level",
+    "volume_level",
+    "is_volume_muted",
+    "media_title",
+    "media_artist",
+    "media_album_name",
+    "source",
+)
 FIND_LIMIT = 8  # matches for a name query
 LIST_LIMIT = 25  # entities listed for an area / domain query without a name
 
@@ -99,12 +141,16 @@ def listing(entities: list[Entity], budget_tokens: int, controllable: set[str]) 
     entities = [e for e in entities if len(e.entity_id) <= MAX_ENTITY_ID]
     if not entities:
         return Listing("There are no entities to control or read.", True)
-    items = {e.entity_id: _item(e) for e in entities}
-    table = _table(entities, items)
-    if estimate_tokens(f"{HEADER}\n{table}") <= budget_tokens:
-        return Listing(f"{HEADER}\n{table}", True)
+    minor = [e for e in entities if is_minor(e)]
+    shown = [e for e in entities if not is_minor(e)]
+    items = {e.entity_id: _item(e) for e in shown}
+    whole = "\n".join([HEADER, _table(shown, items)] if shown else [])
+    if minor:
+        whole = "\n".join(part for part in (whole, _overview(entities, minor, budget_tokens)) if part)
+    if estimate_tokens(whole) <= budget_tokens:
+        return Listing(whole, not minor)
     by_domain: dict[str, list[Entity]] = {}
-    for entity in entities:
+    for entity in shown:
         by_domain.setdefault(entity.domain, []).append(entity)
     order = sorted(by_domain, key=lambda d: (d not in controllable, len(by_domain[d]), d))
     room = budget_tokens - estimate_tokens(HEADER) - estimate_tokens(_overview(entities, entities, budget_tokens))
@@ -115,7 +161,7 @@ def listing(entities: list[Entity], budget_tokens: int, controllable: set[str]) 
             kept.append(domain)
             room -= cost
     while True:
-        left_out = [e for d in order if d not in kept for e in by_domain[d]]
+        left_out = minor + [e for d in order if d not in kept for e in by_domain[d]]
         listed = [HEADER, _table([e for d in kept for e in by_domain[d]], items)] if kept else []
         text = "\n".join([*listed, _overview(entities, left_out, budget_tokens)])
         if not kept or estimate_tokens(text) <= budget_tokens:
@@ -123,9 +169,42 @@ def listing(entities: list[Entity], budget_tokens: int, controllable: set[str]) 
         kept.pop()  # area headers cost more than the estimate allowed for: give up the last domain taken
 
 
+def is_minor(entity: Entity) -> bool:
+    """A diagnostic or configuration entity: readable through the tools, not listed."""
+    return entity.mqtt.get("entity_category") in MINOR_CATEGORIES
+
+
 def states_line(entities: list[Entity]) -> str:
-    """Every entity's state in one line, for the volatile end of the prompt (small houses)."""
+    """Every entity's state in one line, for the volatile end of the prompt (`states_in_prompt`)."""
     return "Current states: " + "; ".join(f"{e.entity_id} {_state(e)}" for e in entities)
+
+
+def live_state(entity: Entity) -> dict[str, Any]:
+    """One entity's state for `get_state`: the state and the attributes that say how it is now.
+
+    Brightness is also given in percent, the unit `turn_on` takes. Values were capped
+    where they were stored; the whole is bounded by MAX_SUMMARY_CHARS.
+    """
+    found: dict[str, Any] = {
+        "entity_id": entity.entity_id,
+        "name": _one_line(entity.name, 80),
+        "state": entity.state or "unknown",
+    }
+    if entity.area:
+        found["area"] = _area(entity)
+    attributes = {key: entity.attributes[key] for key in LIVE_ATTRIBUTES if entity.attributes.get(key) is not None}
+    for key in ("unit_of_measurement", "device_class"):  # as Home Assistant reports them, from the MQTT config
+        configured = entity.mqtt.get(key)
+        if key not in attributes and isinstance(configured, str) and configured:
+            attributes[key] = _one_line(configured, 40)
+    brightness = attributes.get("brightness")
+    if isinstance(brightness, int | float) and not isinstance(brightness, bool) and 0 <= brightness <= 255:
+        attributes["brightness_pct"] = round(brightness * 100 / 255)
+    if attributes:
+        found["attributes"], omitted = bounded_attributes(attributes, MAX_SUMMARY_CHARS - 300)
+        if omitted:
+            found["attributes_omitted"] = omitted
+    return found
 
 
 def _overview(entities: list[Entity], left_out: list[Entity], budget_tokens: int) -> str:

@@ -22,7 +22,7 @@ import openai
 from openai.types.chat import ChatCompletionChunk
 from openai.types.completion_usage import CompletionUsage
 
-from assistant.agent.catalog import Listing, listing, states_line
+from assistant.agent.catalog import Listing, is_minor, listing, states_line
 from assistant.agent.memory import Memory
 from assistant.agent.prompt import Instructions
 from assistant.agent.tools import Action, Tool
@@ -45,6 +45,14 @@ UNTUNED_KEYS = ("user", "safety_identifier", "service_tier")  # sent whether or 
 CONTROLLABLE = set().union(*ACTIONS.values())  # domains a tool can act on: listed before read-only ones
 COMPLETE_FINISH = {"stop", "tool_calls", "function_call"}
 CUT_CODES = {"length": "reply_truncated", "content_filter": "content_filtered", None: "stream_cut"}
+READ_STATES = (
+    "Current states are not listed: for any question about how something is now, call get_state "
+    "(or find_entities for an area or a domain) and answer from its result; never guess a state."
+)
+READ_STATES_LISTED = (  # with states_in_prompt: the states may be at the end, or left out if they did not fit
+    "For any question about how something is now, use the current states at the end of this prompt; "
+    "when they are not there, call get_state (or find_entities for an area or a domain)."
+)
 
 
 @dataclass
@@ -153,7 +161,10 @@ class Agent:
 
         Providers cache the longest prefix they saw before (the tools and then the
         messages). Your instructions and the entity table change only when you or the
-        house do; the time and live states come after them. Rendered once per turn.
+        house do; the time comes after them. States are read with tools (as Home
+        Assistant's GetLiveContext does), so each entity costs its id and area words
+        only; `states_in_prompt` adds every state at the end when the table and the
+        states fit in `listing_tokens`. Rendered once per turn.
         """
         try:
             text = self.instructions_template.render()
@@ -166,7 +177,9 @@ class Agent:
             exposed = self.registry.exposed()
             house = self.listing(exposed)
             parts.append(house.text)
-            if house.complete:  # a small house: its states too, if they fit in the same budget
+            if exposed:
+                parts.append(READ_STATES_LISTED if self.config.states_in_prompt else READ_STATES)
+            if self.config.states_in_prompt and house.complete:
                 states = states_line(exposed)
                 if estimate_tokens(house.text + states) > self.config.listing_tokens:
                     states = ""
@@ -178,8 +191,8 @@ class Agent:
         return "\n".join(parts)
 
     def listing(self, exposed: list[Entity]) -> Listing:
-        """The entity listing, built again only when ids, names, areas or aliases change."""
-        key = [(e.entity_id, e.name, e.area, tuple(e.aliases)) for e in exposed]
+        """The entity listing, built again only when ids, names, areas, aliases or categories change."""
+        key = [(e.entity_id, e.name, e.area, tuple(e.aliases), is_minor(e)) for e in exposed]
         if self._listing is None or self._listing[0] != key:
             self._listing = (key, listing(exposed, self.config.listing_tokens, CONTROLLABLE))
         return self._listing[1]

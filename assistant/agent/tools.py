@@ -3,8 +3,8 @@
 Every call is checked against the `expose` allowlist before anything is published,
 whatever the model asks; refusals and errors go back to the model as the tool's
 result and are reported as failed actions. Entity ids are plain strings in the
-schemas (no list of every entity: that grew with the house) and are checked against
-the registry when called; `find_entities` resolves names in houses too large to list.
+schemas (no list of every entity: that grew with the house), checked when called (see
+assistant.agent.lookup); `find_entities` resolves names, `get_state` reads states.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from assistant.agent.catalog import LIST_LIMIT, Finder
+from assistant.agent.catalog import LIST_LIMIT, Finder, live_state
+from assistant.agent.lookup import exposed_entity, for_model
 from assistant.agent.schema import SchemaError, check_schema, validate
 from assistant.home.bridge import BridgeOutcome, ServiceBridge
 from assistant.home.budget import cap_text
@@ -302,6 +303,7 @@ _TOOLS: list[tuple[str, str, set[str], dict[str, Any], Callable[[dict[str, Any]]
     ),
     ("press_button", "Press a button entity.", ACTIONS["press"], {}, lambda a: [("press", {})]),
 ]
+_DOMAINS = {name: domains for name, _about, domains, _properties, _plan in _TOOLS}  # what each tool acts on
 
 
 class HomeTools:
@@ -325,7 +327,7 @@ class HomeTools:
                 parameters = _arguments(properties, _REQUIRED.get(name, []))
                 tools.append(Tool(name, description, parameters, self._caller(name, plan)))
         if exposed:
-            about = "Read the current state and attributes of an entity."
+            about = "Read an entity's current state and attributes: for any question about how something is now."
             tools.append(Tool("get_state", about, _arguments({}), self._get_state))
             find = {
                 "query": {"type": "string", "maxLength": 200, "description": "the name as the user said it"},
@@ -335,7 +337,7 @@ class HomeTools:
             tools.append(
                 Tool(
                     "find_entities",
-                    "Find entities by name, area and/or domain: returns the best matches with entity_id and state.",
+                    "Find entities by name, area and/or domain: the best matches with entity_id and current state.",
                     {"type": "object", "properties": find, "additionalProperties": False},
                     self._find,
                 )
@@ -357,13 +359,13 @@ class HomeTools:
             actions.append(Action(tool, None, None, None, False, "entity_id must be a string"))
             return ToolOutcome(json.dumps({"error": "entity_id must be a string"}), actions)
         try:
-            entity = self.registry.get_exposed(entity_id)
+            entity = exposed_entity(self.registry, entity_id, _DOMAINS[tool])
             for action, params in plan(args):
                 actions += await self._perform(tool, entity, action, params)
         except CommandError as error:
             log.info("refused %s(%s): %s", tool, entity_id, error)
             actions.append(Action(tool, entity_id, None, None, False, str(error), "refused"))
-            return ToolOutcome(json.dumps({"error": str(error)}), actions)
+            return ToolOutcome(json.dumps({"error": for_model(error)}), actions)
         except Exception as error:  # a broken value in the entity's config: the model hears of it, the turn goes on
             log.exception("%s(%s) failed", tool, entity_id)
             return failed(tool, entity_id, f"failed: {type(error).__name__}: {cap_text(str(error), 200)}", actions)
@@ -394,11 +396,11 @@ class HomeTools:
     async def _get_state(self, args: dict[str, Any]) -> ToolOutcome:
         entity_id = args.get("entity_id")
         try:
-            entity = self.registry.get_exposed(str(entity_id))
+            entity = exposed_entity(self.registry, str(entity_id))
         except CommandError as error:
             refused = Action("get_state", str(entity_id), None, None, False, str(error), "refused")
-            return ToolOutcome(json.dumps({"error": str(error)}), [refused])
-        return ToolOutcome(json.dumps(entity.summary(), ensure_ascii=False), [])
+            return ToolOutcome(json.dumps({"error": for_model(error)}), [refused])
+        return ToolOutcome(json.dumps(live_state(entity), ensure_ascii=False), [])
 
     async def _find(self, args: dict[str, Any]) -> ToolOutcome:
         query, area, domain = (str(args.get(key) or "") for key in ("query", "area", "domain"))

@@ -212,6 +212,7 @@ class AgentConfig(StageApi):
     history_ttl_s: float = Field(300, ge=0, le=86400)
     history_tokens: int = Field(6000, ge=500, le=200000)
     listing_tokens: int = Field(2500, ge=0, le=100000)  # the entity table in the prompt (see assistant.agent.catalog)
+    states_in_prompt: bool = False  # also every state, when table and states fit in listing_tokens (else get_state)
 
     @field_validator("logit_bias")
     @classmethod
