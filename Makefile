@@ -34,6 +34,7 @@ bench:
 	.venv/bin/python bench/soak.py
 	.venv/bin/python bench/prompt_tokens.py
 	.venv/bin/python bench/piper_voice.py
+	.venv/bin/python bench/side_by_side.py
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -55,3 +55,19 @@ for entry in "${versions[@]}"; do
     touch "$stamp"
     echo "Home Assistant $version installed in $((SECONDS - start)) s"
 done
+
+# bench/side_by_side.py also talks to Home Assistant's own agents (the default one and
+# openai_conversation) on the newest version: their requirements go into that venv, under a stamp
+# of their own so the tests' stamp above stays as it is.
+read -r version minor day <<<"${versions[-1]}"
+venv="$cache/homeassistant-$version"
+bench_domains=(conversation openai_conversation)
+stamp="$venv/.bench-$(echo "${bench_domains[*]}" | md5sum | cut -c1-12)"
+if [[ ! -f "$stamp" ]]; then
+    echo "installing the requirements of ${bench_domains[*]} into $venv (for bench/side_by_side.py)"
+    constraints="$("$venv/bin/python" -c 'import homeassistant, os; print(os.path.dirname(homeassistant.__file__))')/package_constraints.txt"
+    "$venv/bin/python" scripts/ha_requirements.py "${bench_domains[@]}" >"$venv/bench-requirements.txt"
+    "$uv" pip install -q --python "$venv/bin/python" --exclude-newer "$day" -r "$venv/bench-requirements.txt" -c "$constraints"
+    rm -f "$venv"/.bench-*
+    touch "$stamp"
+fi

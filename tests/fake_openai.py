@@ -7,7 +7,9 @@ format closely enough for the real ``openai`` SDK to work against it:
   ``/openai/deployments/<deployment>/<op>?api-version=V`` (Azure, ``api-key`` header or
   an AD token as bearer; ``/openai/models?api-version=V`` for the model list).
 * ops, as the daemon uses them: ``models`` (the credential check), ``chat/completions``
-  (SSE streaming only, text and tool-call deltas, a usage chunk when asked),
+  (SSE streaming only, text and tool-call deltas, a usage chunk when asked), ``responses`` (the
+  Responses API as Home Assistant's openai_conversation streams it, for bench/side_by_side.py:
+  tests/fake_responses.py),
   ``audio/transcriptions`` (multipart WAV upload; json, text or verbose_json),
   ``audio/speech`` (espeak-ng + sox; raw 24 kHz pcm, chunked) and
   ``images/generations`` (a tiny PNG as b64_json, or as a URL this server serves, as DALL-E answers).
@@ -46,9 +48,18 @@ from types import TracebackType
 from typing import Any, Self, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import fake_responses
+
 __all__ = ["TTS_SAMPLE_RATE", "ChatReply", "FakeOpenAI", "Recorded", "synth_pcm"]
 
-OPS: tuple[str, ...] = ("chat/completions", "audio/transcriptions", "audio/speech", "images/generations", "models")
+OPS: tuple[str, ...] = (
+    "chat/completions",
+    "responses",
+    "audio/transcriptions",
+    "audio/speech",
+    "images/generations",
+    "models",
+)
 MODELS: tuple[str, ...] = ("gpt-5.4-mini", "gpt-4o-mini-transcribe", "gpt-4o-mini-tts", "gpt-image-2")
 
 TTS_SAMPLE_RATE = 24000
@@ -441,6 +452,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"object": "list", "data": models})
         elif op == "chat/completions":
             self._chat(fake, rec.json)
+        elif op == "responses":
+            self._responses(fake, rec.json)
         elif op == "audio/transcriptions":
             self._transcription(fake, rec.form, rec.files, rec.t)
         elif op == "audio/speech":
@@ -521,6 +534,47 @@ class _Handler(BaseHTTPRequestHandler):
         if include_usage:
             self._sse({**head, "choices": [], "usage": _usage(fake, req["messages"], pieces, calls)})
         self._chunk(b"data: [DONE]\n\n", last=True)
+
+    def _responses(self, fake: FakeOpenAI, req: dict[str, Any] | None) -> None:
+        """POST /v1/responses, streamed: each event as `event: <type>` and `data: <json>`, no [DONE]."""
+        if req is None:
+            raise _HTTPError(400, "Expected a JSON body")
+        if not req.get("input"):
+            raise _missing("input")
+        if not req.get("model"):
+            raise _missing("model")
+        if req.get("stream") is not True:
+            raise _unsupported("stream", req.get("stream"))  # Home Assistant always streams
+        reply = fake._next_reply(req, fake.responses_handler)
+        calls = [
+            (
+                f"call_{secrets.token_hex(12)}",
+                name,
+                args if isinstance(args, str) else json.dumps(args, separators=(",", ":")),
+            )
+            for name, args in reply.tool_calls
+        ]
+        first = True
+
+        def pace() -> None:
+            nonlocal first
+            delay = fake.first_token_delay_s if first else fake.token_delay_s
+            first = False
+            if delay > 0:
+                time.sleep(delay)
+
+        input_tokens = max(1, len(fake_responses.input_text(req)) // 4)
+        stream = fake_responses.events(req, _words(reply.text), calls, reply.finish_reason, input_tokens, pace)
+        self._start_chunked("text/event-stream; charset=utf-8")
+        deltas = 0
+        for event in stream:
+            if event["type"] == "response.output_text.delta":
+                if deltas == reply.cut_after:
+                    break  # a clean end of the body before the stream's own end
+                deltas += 1
+            data = json.dumps(event, separators=(",", ":")).encode()
+            self._chunk(b"event: %s\ndata: %s\n\n" % (event["type"].encode(), data))
+        self._chunk(b"", last=True)
 
     def _transcription(
         self, fake: FakeOpenAI, form: dict[str, str], files: dict[str, tuple[str, bytes, str]], arrived: float
@@ -631,6 +685,7 @@ class FakeOpenAI:
         self.api_key: str = self._default_api_key
         self.transcript: str = ""
         self.chat_handler: Callable[[dict[str, Any]], ChatReply] | None = None  # else script, else "OK."
+        self.responses_handler: Callable[[dict[str, Any]], ChatReply] | None = None  # the same, for responses
         # Pacing, used by tests of early speech and by bench/latency.py.
         self.first_token_delay_s: float = 0.0
         self.token_delay_s: float = 0.0
@@ -769,7 +824,9 @@ class FakeOpenAI:
             return fault
 
     def _next_chat_reply(self, req: dict[str, Any]) -> ChatReply:
-        handler = self.chat_handler
+        return self._next_reply(req, self.chat_handler)
+
+    def _next_reply(self, req: dict[str, Any], handler: Callable[[dict[str, Any]], ChatReply] | None) -> ChatReply:
         if handler is not None:
             return handler(req)
         with self._lock:

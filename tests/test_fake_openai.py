@@ -107,6 +107,91 @@ def test_chat_streams_text_tool_call_deltas_usage_and_cuts(srv: FakeOpenAI) -> N
     assert [r.json["stream"] for r in srv.of("chat/completions") if r.json] == [True, True, True]
 
 
+RESPONSE_TOOLS: list[Any] = [
+    {
+        "type": "function",
+        "name": "HassTurnOn",
+        "description": "Turns on a device or entity",
+        "parameters": {"type": "object", "properties": {"name": {"type": "string"}}},
+        "strict": False,
+    }
+]
+
+
+async def read_response_events(client: openai.AsyncOpenAI, input: list[Any]) -> list[Any]:
+    """Every event of a streamed response, as Home Assistant's openai_conversation reads them."""
+    stream = await client.responses.create(
+        model="gpt-4o-mini", input=input, tools=RESPONSE_TOOLS, max_output_tokens=150, store=False, stream=True
+    )
+    return [event async for event in stream]
+
+
+def test_responses_stream_a_function_call_then_text_in_the_wire_format(srv: FakeOpenAI) -> None:
+    """Home Assistant's agent turn: a function call, its output sent back, then the answer word by word."""
+    from openai.types.responses import (
+        ResponseCompletedEvent,
+        ResponseCreatedEvent,
+        ResponseFunctionCallArgumentsDeltaEvent,
+        ResponseFunctionCallArgumentsDoneEvent,
+        ResponseFunctionToolCall,
+        ResponseOutputItemAddedEvent,
+        ResponseOutputMessage,
+        ResponseTextDeltaEvent,
+    )
+
+    def answer(req: dict[str, Any]) -> ChatReply:  # the bench's handler: a call, then text after its output
+        if req["input"][-1].get("type") == "function_call_output":
+            return ChatReply(text="The kitchen light is on.")
+        return ChatReply(tool_calls=[("HassTurnOn", {"name": "Kitchen light"})])
+
+    srv.responses_handler = answer
+    asked = [{"type": "message", "role": "developer", "content": "You are a voice assistant."}]
+    asked.append({"type": "message", "role": "user", "content": "Turn on the kitchen light"})
+    called = with_client(srv, lambda c: read_response_events(c, asked))
+    assert isinstance(called[0], ResponseCreatedEvent) and called[0].response.status == "in_progress"
+    assert [e.sequence_number for e in called] == list(range(len(called)))
+    added = [e for e in called if isinstance(e, ResponseOutputItemAddedEvent)]
+    assert len(added) == 1 and isinstance(added[0].item, ResponseFunctionToolCall)
+    call = added[0].item
+    assert (call.name, call.arguments, call.call_id[:5]) == ("HassTurnOn", "", "call_")
+    deltas = [e.delta for e in called if isinstance(e, ResponseFunctionCallArgumentsDeltaEvent)]
+    [done] = [e for e in called if isinstance(e, ResponseFunctionCallArgumentsDoneEvent)]
+    assert len(deltas) == 3 and "".join(deltas) == done.arguments == '{"name":"Kitchen light"}'
+    assert isinstance(called[-1], ResponseCompletedEvent) and called[-1].response.status == "completed"
+    assert called[-1].response.output[0].type == "function_call"
+    assert called[-1].response.usage is not None and called[-1].response.usage.input_tokens > 0
+
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": '{"success": true}'}
+    function_call = {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": done.arguments}
+    answered = with_client(srv, lambda c: read_response_events(c, [*asked, function_call, result]))
+    [message] = [e.item for e in answered if isinstance(e, ResponseOutputItemAddedEvent)]
+    assert isinstance(message, ResponseOutputMessage) and message.role == "assistant"
+    text = [e.delta for e in answered if isinstance(e, ResponseTextDeltaEvent)]
+    assert text == ["The", " kitchen", " light", " is", " on."]
+    assert isinstance(answered[-1], ResponseCompletedEvent)
+    assert answered[-1].response.output[0].content[0].text == "The kitchen light is on."  # type: ignore[union-attr]
+
+    first, second = srv.of("responses")
+    assert first.json is not None and first.json["tools"] == RESPONSE_TOOLS and first.json["stream"] is True
+    assert second.json is not None and second.json["input"][-1] == result
+
+
+def test_responses_end_incomplete_or_cut_and_refuse_unstreamed_requests(srv: FakeOpenAI) -> None:
+    from openai.types.responses import ResponseIncompleteEvent, ResponseTextDeltaEvent
+
+    srv.script = [ChatReply(text="one two three", finish_reason="length"), ChatReply(text="one two three", cut_after=1)]
+    ask = [{"role": "user", "content": "Hello"}]
+    truncated = with_client(srv, lambda c: read_response_events(c, ask))
+    assert isinstance(truncated[-1], ResponseIncompleteEvent)
+    assert truncated[-1].response.incomplete_details is not None
+    assert truncated[-1].response.incomplete_details.reason == "max_output_tokens"
+    cut = with_client(srv, lambda c: read_response_events(c, ask))  # the body ends cleanly mid-reply
+    assert [e.delta for e in cut if isinstance(e, ResponseTextDeltaEvent)] == ["one"]
+    assert cut[-1].type == "response.output_text.delta"
+    with pytest.raises(openai.BadRequestError, match="stream"):
+        with_client(srv, lambda c: c.responses.create(model="gpt-4o-mini", input="Hello"))
+
+
 def test_transcription_formats_and_multipart_upload(srv: FakeOpenAI, speech: SpeechFactory) -> None:
     wav = speech("turn on the kitchen light").read_bytes()
     srv.transcript = "turn on the kitchen light"
