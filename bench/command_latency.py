@@ -90,6 +90,7 @@ def run_trials(house: BurstHouse, root: str, ha: HomeAssistant | None, trials: i
         trial(house, root, COMMANDS[number % 2], number)
         time.sleep(0.2)
     results: Results = {kind: [] for kind in KINDS}
+    streamed = dict.fromkeys(KINDS, 0)
     for number in range(trials * len(KINDS)):
         kind = list(KINDS)[number % len(KINDS)]
         burst, new = kind
@@ -99,8 +100,12 @@ def run_trials(house: BurstHouse, root: str, ha: HomeAssistant | None, trials: i
         else:
             house.burst = burst
         text = COMMANDS[(number // len(KINDS)) % 2]
+        seen = house.statestream_seen
         results[kind].append(trial(house, root, new_wording(text, 1 + number) if new else text, 100 + number))
         time.sleep(0.2)  # the burst is over; the next trial starts from a quiet house
+        streamed[kind] += house.statestream_seen - seen
+    for kind, count in streamed.items():
+        print(f"{KINDS[kind]}: {count / trials:.1f} statestream messages a trial")
     return results
 
 

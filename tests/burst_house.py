@@ -37,7 +37,8 @@ class BurstHouse:
     """One light, `<ns>/kitchen/light/set`, answered with its state and a statestream burst.
 
     `burst` can be switched off between trials (then only the light's own state comes back).
-    Every message on the watched topics is kept in `seen`, timed on arrival.
+    Every message on the watched topics (the command, `event/reply`, statestream) is kept in
+    `seen`, timed on arrival.
     """
 
     host: str
@@ -47,12 +48,13 @@ class BurstHouse:
     burst: bool = True
     seen: list[Seen] = field(default_factory=list)
     bursts: int = 0  # bursts published so far
+    statestream_seen: int = 0  # statestream messages seen on the broker (ours or a real Home Assistant's)
 
     def __post_init__(self) -> None:
         self._cond = threading.Condition()
         # the light (which also times what it sees) and Home Assistant, each with its own connection
         self.client = self._connect("light", [self.command_topic, f"{self.root}/event/reply"], self._on_message)
-        self.ha = self._connect("ha", [self.state_topic], self._on_light_state)
+        self.ha = self._connect("ha", [self.state_topic, f"{STATESTREAM}/#"], self._on_light_state)
 
     def _connect(self, name: str, topics: list[str], on_message: Callable[..., None]) -> paho.Client:
         subscribed = threading.Event()
@@ -85,6 +87,12 @@ class BurstHouse:
 
     def _on_light_state(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         """Home Assistant saw the light change: its statestream for it, one message per attribute."""
+        if message.topic.startswith(STATESTREAM + "/"):
+            with self._cond:
+                self.statestream_seen += 1
+                self.seen.append(Seen(message.topic, bytes(message.payload), time.monotonic()))
+                self._cond.notify_all()
+            return
         if not self.burst:
             return
         on = message.payload.decode().strip().upper() != "OFF"
