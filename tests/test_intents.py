@@ -278,9 +278,8 @@ def test_a_text_is_recognised_once(registry: Registry) -> None:
     assert fast.recognitions == 1
     again = fast.match("  turn on the kitchen light ")
     assert fast.recognitions == 1
-    assert first == again == FastMatch(
-        "HassTurnOn", [("turn_on", {"entity_id": "light.kitchen"})], "Turned on the kitchen light."
-    )
+    expected = FastMatch("HassTurnOn", [("turn_on", {"entity_id": "light.kitchen"})], "Turned on the kitchen light.")
+    assert first == again == expected
     assert again is not None and first is not None
     again.calls[0][1]["entity_id"] = "light.garage"  # each match has calls of its own
     assert calls(fast.match("turn on the kitchen light")) == [("turn_on", {"entity_id": "light.kitchen"})]
