@@ -6,7 +6,7 @@ byte 150 ms). Speech is played into the PulseAudio virtual microphone; both the
 microphone feed and the virtual speaker are recorded through parec, so the end of
 speech and the first reply sample are timed by the same clock with the same latency.
 
-    .venv/bin/python bench/latency.py [--turns 20] [--idle-s 60]
+    .venv/bin/python bench/latency.py [--turns 20] [--idle-s 60] [--fast-path-only]
 """
 
 from __future__ import annotations
@@ -173,11 +173,59 @@ def print_table(rows: list[tuple[str, str]]) -> None:
         print(f"| {name:{width}} | {value} |")
 
 
+def fast_path_only(turns: int) -> int:
+    """The fast path's rows alone: spoken commands, transcript and end of speech -> MQTT command."""
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    pulse = PulseAudio.start()
+    os.environ.update(pulse.env)
+    broker = start_broker(workdir=work)
+    api = start_api()
+    api.transcript = "turn on the kitchen light"
+    site = f"bench{uuid.uuid4().hex[:6]}"
+    root = f"assistant/{site}"
+    sections = base_sections(broker.port, api.url, site_id=site)
+    sections["vad"] = {}
+    sections["agent"] = {"local_intents": True}
+    config = write_config(work / "assistant.toml", sections, ENTITIES.format(ns=site))
+    mqtt = MqttRecorder(broker.host, broker.port, [f"{root}/#", f"{site}/#"])
+    command = speech_wav("turn on the kitchen light", work / "command.wav", pad_before=0.8, pad_after=0.2)
+    daemon = Daemon(config, daemon_env(pulse.env, OPENAI_API_KEY="test-key"), work / "daemon.log")
+    try:
+        daemon.wait_ready(mqtt, root, timeout=60)
+        fast = measure_fast_path(pulse, mqtt, root, command, turns)
+    finally:
+        daemon.stop()
+        mqtt.close()
+        api.stop()
+        broker.stop()
+        pulse.stop()
+    to_command = [f[0] for f in fast]
+    speech_to_command = [f[1] for f in fast]
+    print_table(
+        [
+            ("turns", f"{len(fast)}"),
+            (
+                "fast path: transcript -> MQTT command, p50 / p95",
+                f"{statistics.median(to_command) * 1000:.1f} / {percentile(to_command, 95) * 1000:.1f} ms",
+            ),
+            (
+                "fast path: end of speech -> MQTT command, p50 / p95",
+                f"{statistics.median(speech_to_command) * 1000:.0f} / "
+                f"{percentile(speech_to_command, 95) * 1000:.0f} ms",
+            ),
+        ]
+    )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--idle-s", type=float, default=60.0)
+    parser.add_argument("--fast-path-only", action="store_true", help="only the fast path's spoken commands")
     args = parser.parse_args()
+    if args.fast_path_only:
+        return fast_path_only(args.turns)
 
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     pulse = PulseAudio.start()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from daemon import Daemon, base_sections
+from daemon import Daemon, base_sections, wait_log
 from fake_openai import FakeOpenAI
 from support import Broker, MqttRecorder, PulseAudio, SpeakerRecorder
 
@@ -59,7 +59,7 @@ def test_a_paused_complete_command_ends_the_utterance_early(
     sections["vad"] = {"silence_ms": 2000, "early_ms": 250}
     sections["tts"] = {"engine": "none"}
     site = sections["device"]["site_id"]
-    start_daemon(sections, OPENAI_API_KEY="test-key")
+    daemon, _root = start_daemon(sections, OPENAI_API_KEY="test-key")
     fake.transcript = "turn off the kitchen light"
     with SpeakerRecorder(pulse, device="micsrc.monitor") as mic:
         pulse.play_into_mic(speech("turn off the kitchen light"))
@@ -68,6 +68,8 @@ def test_a_paused_complete_command_ends_the_utterance_early(
         end_of_speech = mic.time_of_sample(int(loud[-1]))
     assert command.text == "OFF"
     assert command.time - end_of_speech < 1.2, "waited out the whole 2 s of silence"
+    # matched at the pause (which ended the utterance) and as the request: hassil ran once
+    wait_log(daemon, r"fast path: HassTurnOff -> \['turn_off'\] \(done; recognitions so far: 1\)", timeout=10)
 
 
 def test_other_requests_and_unexposed_entities_go_to_the_agent(

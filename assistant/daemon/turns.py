@@ -163,11 +163,18 @@ class Turns:
             outcome = "unconfirmed"
         speech = {"done": fast.speech, "failed": FAST_PATH_FAILED, "unconfirmed": FAST_PATH_UNCONFIRMED}[outcome]
         reply = Reply(speech, actions)
-        log.info("fast path: %s -> %s (%s)", fast.intent, [c[0] for c in fast.calls], outcome)
+        self.events.reply(request_id, reply, conversation_id, request=text, intent=fast.intent)  # first: it is awaited
+        recognitions = self.fast_path.recognitions if self.fast_path is not None else 0
+        log.info(
+            "fast path: %s -> %s (%s; recognitions so far: %d)",
+            fast.intent,
+            [c[0] for c in fast.calls],
+            outcome,
+            recognitions,
+        )
         self.agent.memory.remember(
             conversation_id, [{"role": "user", "content": text}, {"role": "assistant", "content": reply.text}]
         )
-        self.events.reply(request_id, reply, conversation_id, request=text, intent=fast.intent)
         if speak:
             await self.speech.speak(reply.text, request_id)
         return reply

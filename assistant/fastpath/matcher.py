@@ -3,12 +3,19 @@
 hassil may read an utterance several ways (a name, an area or a floor, one entity or a domain);
 each reading is resolved against the registry, the best-ranked ones are kept, and
 anything ambiguous goes to the chat agent instead.
+
+A spoken command is matched twice: at a pause (is it already whole? see `Turns.complete_command`)
+and again as the request. Recognition is the costly part (1-7 ms of hassil on the event loop), so
+its outcome is kept per text for as long as the slot lists it was made with (`Registry.version`):
+the second match, and a command said again, cost no recognition.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -30,6 +37,7 @@ MAX_TEXT_CHARS = 200  # longer than any command; not worth matching
 MAX_RESULTS = 64  # recognition results looked at per utterance
 UNKNOWN_AREA = "\x00unknown-area"  # the "here" of "turn off the lights" when the device has no area
 SINGLE_TARGET = {"HassClimateSetTemperature"}  # intents Home Assistant carries out on one entity only
+CACHE_SIZE = 64  # texts whose recognition is kept (a household says few different commands)
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,11 @@ class FastPath:
         if self._lang is None:
             log.warning("no local command sentences for language %r: the fast path is off", language)
         self._index: Index | None = None
+        self._index_for: tuple[int, tuple[str, ...]] | None = (
+            None  # the registry version and allowlist it was built for
+        )
+        self._plans: OrderedDict[str, Plan | None] = OrderedDict()  # text -> its plan, for `_index`
+        self.recognitions = 0  # hassil recognitions run so far (a text already matched runs none)
 
     @property
     def enabled(self) -> bool:
@@ -65,7 +78,11 @@ class FastPath:
         return self._lang is not None
 
     def match(self, text: str) -> FastMatch | None:
-        """The command in `text`, if it is confidently one supported command on exposed entities."""
+        """The command in `text`, if it is confidently one supported command on exposed entities.
+
+        Recognised once per text and registry version; the calls and the confirmation are made
+        afresh on every match (the confirmation names entities as they are now).
+        """
         lang = self._lang
         text = text.strip()
         if lang is None or not text or len(text) > MAX_TEXT_CHARS:
@@ -73,42 +90,61 @@ class FastPath:
         index = self._current_index()
         if not index.exposed:
             return None
+        if text in self._plans:
+            self._plans.move_to_end(text)
+            plan = self._plans[text]
+        else:
+            try:
+                plan = self._recognize(text, index, lang)
+            except Exception:  # a bug here must only cost the shortcut, not the answer
+                log.exception("fast path failed on %r", text)
+                return None
+            self._plans[text] = plan
+            if len(self._plans) > CACHE_SIZE:
+                self._plans.popitem(last=False)
+        if plan is None:
+            return None
+        if not all(self.registry.is_exposed(args["entity_id"]) for _tool, args in plan.calls):
+            return None  # cannot happen: the slot lists hold exposed entities only
+        match = FastMatch(plan.intent, copy.deepcopy(plan.calls), speech(plan, lang))
+        log.debug("fast path: %r -> %s %s", text, match.intent, match.calls)
+        return match
+
+    def _recognize(self, text: str, index: Index, lang: Language) -> Plan | None:
+        """hassil's readings of `text`, resolved and ranked: the one plan to carry out, or None."""
         from hassil import recognize_all
 
+        self.recognitions += 1
         here = area_key(self.area) or UNKNOWN_AREA
         context = {"area": {"value": here, "text": self.area or ""}}
         best: list[Plan] = []
-        try:
-            intents = lang.intents if index.names_a_floor(text) else lang.without_floors
-            results = recognize_all(text, intents, slot_lists=index.slot_lists, intent_context=context)
-            for count, result in enumerate(results):
-                if count >= MAX_RESULTS:
-                    break
-                plan = self._plan(text, result, index, lang)
-                if plan is None:
-                    continue
-                if not best or plan.rank > best[0].rank:
-                    best = [plan]
-                elif plan.rank == best[0].rank:
-                    best.append(plan)
-        except Exception:  # a bug here must only cost the shortcut, not the answer
-            log.exception("fast path failed on %r", text)
-            return None
+        intents = lang.intents if index.names_a_floor(text) else lang.without_floors
+        results = recognize_all(text, intents, slot_lists=index.slot_lists, intent_context=context)
+        for count, result in enumerate(results):
+            if count >= MAX_RESULTS:
+                break
+            plan = self._plan(text, result, index, lang)
+            if plan is None:
+                continue
+            if not best or plan.rank > best[0].rank:
+                best = [plan]
+            elif plan.rank == best[0].rank:
+                best.append(plan)
         if not best:
             return None
         if len({plan.signature for plan in best}) > 1:
             log.debug("fast path: %r is ambiguous: %s", text, [plan.calls for plan in best])
             return None
-        plan = best[0]
-        if not all(self.registry.is_exposed(args["entity_id"]) for _tool, args in plan.calls):
-            return None  # cannot happen: the slot lists hold exposed entities only
-        match = FastMatch(plan.intent, plan.calls, speech(plan, lang))
-        log.debug("fast path: %r -> %s %s", text, match.intent, match.calls)
-        return match
+        return best[0]
 
     def _current_index(self) -> Index:
-        if self._index is None or self._index.version != self.registry.version:
+        """The slot lists for the registry as it is; rebuilt (and what was recognised forgotten) when
+        entities came or went, or the allowlist was changed in place."""
+        wanted = (self.registry.version, tuple(self.registry.expose_patterns))
+        if self._index is None or self._index_for != wanted:
             self._index = build_index(self.registry, self.area)
+            self._index_for = wanted
+            self._plans.clear()
         return self._index
 
     def _plan(self, text: str, result: RecognizeResult, index: Index, lang: Language) -> Plan | None:

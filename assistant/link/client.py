@@ -53,6 +53,21 @@ def describe_error(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """Send each packet at once (TCP_NODELAY), on paho's thread just after connecting.
+
+    With Nagle's algorithm on (paho leaves it on), a small packet written while the previous one
+    is not yet acknowledged by the broker's TCP stack waits for that ACK. The daemon writes
+    `event/action` and `event/reply` back to back; a broker that holds its ACK (Linux delays
+    ACKs up to 40 ms; a broker busy sending us a statestream burst may hold its PUBACK behind
+    its own Nagle) would hold the reply, and the speech after it, that long.
+    """
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError) as error:  # a Unix socket, a websocket wrapper: no Nagle to turn off
+        log.debug("TCP_NODELAY not set: %s", error)
+
+
 class MqttLink:
     """One broker connection with a last will, automatic re-subscription and an inbox."""
 
