@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -224,26 +223,3 @@ def test_a_stall_longer_than_keepalive_is_unknown_not_failed(make_broker: MakeBr
     delivery, fate = asyncio.run(main())
     assert (delivery.status, fate) == ("unconfirmed", "unknown")
     assert received(bench.brokers, bench.client_id, "truth/keepalive/set") <= 1
-
-
-def test_commands_leave_at_once_on_every_connection(make_broker: MakeBroker) -> None:
-    """A command published right after acknowledging the request must not sit in the kernel
-    until the broker's delayed ACK (about 40 ms, Nagle's algorithm): the socket has
-    TCP_NODELAY, on the first connection and after a reconnect."""
-    bench = Bench(make_broker)
-
-    def no_delay() -> int:
-        sock = bench.link.client.socket()
-        assert isinstance(sock, socket.socket)
-        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-
-    async def main() -> list[int]:
-        await bench.link.start(timeout=10)
-        try:
-            first = no_delay()
-            await bench.restart()
-            return [first, no_delay()]
-        finally:
-            bench.link.stop()
-
-    assert asyncio.run(main()) == [1, 1]

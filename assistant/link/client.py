@@ -10,7 +10,6 @@ daemon is away, with the requests sent meanwhile (assistant/link/session.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import socket
@@ -343,13 +342,3 @@ class MqttLink:
         filed = self.session.received(client, message, self.held(message.topic))
         if filed is not None:
             self.messages.put(filed)
-
-
-def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    """Send each packet at once: a command must not wait for the broker to acknowledge the last one.
-
-    Without it, Nagle's algorithm holds a small packet (the command after the PUBACK of
-    the request) until the broker's delayed ACK comes, about 40 ms on Linux.
-    """
-    with contextlib.suppress(OSError, AttributeError):  # a plain or TLS TCP socket; anything else keeps Nagle
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
