@@ -34,6 +34,7 @@ bench:
 	.venv/bin/python bench/soak.py
 	.venv/bin/python bench/prompt_tokens.py
 	.venv/bin/python bench/piper_voice.py
+	.venv/bin/python bench/command_latency.py
 	.venv/bin/python bench/side_by_side.py
 
 clean:
