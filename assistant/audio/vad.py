@@ -108,6 +108,16 @@ class Segmenter:
         self._silence_run = 0
         self._paused = False
 
+    def hear(self, frame: bytes) -> None:
+        """A frame heard while nothing is being segmented (the microphone waits for the wake
+        word): the noise floor learns from it, so it knows the room when a request begins."""
+        self.noise.is_loud(frame, in_speech=False)
+
+    def seed(self, audio: bytes) -> None:
+        """Start the pre-roll with audio heard just before segmenting began: the frame in
+        which the wake word was detected holds the start of a command said without a pause."""
+        self._preroll.append(audio)
+
     @property
     def in_speech(self) -> bool:
         """True between SpeechStarted and the Utterance that closes it."""
