@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from room_noise import LEVELS, NOISES, RATE, in_room, noise, speech, talker  # noqa: E402
+from room_noise import LEVELS, NOISES, RATE, in_room, noise, speech, talker
 
-from assistant.audio.listener import Listener  # noqa: E402
-from assistant.audio.vad import Utterance  # noqa: E402
-from assistant.config import parse_config  # noqa: E402
-from assistant.daemon.state import StateMachine  # noqa: E402
+from assistant.audio.listener import Listener
+from assistant.audio.vad import Utterance
+from assistant.config import parse_config
+from assistant.daemon.state import StateMachine
 
 FRAME_BYTES = 960
 LEAD_S, GAP_S, TAIL_S = 1.5, 0.8, 16.0
