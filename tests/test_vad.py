@@ -112,8 +112,14 @@ def test_short_pause_does_not_split(tmp_path: Path) -> None:
 
 
 WARMUP = 20  # quiet frames first: the noise floor only starts judging after 0.5 s
-LOUD = np.tile(np.array([3000, -3000], dtype="<i2"), FRAME_BYTES // 4).tobytes()  # loud to webrtcvad's ear or not
 QUIET = bytes(FRAME_BYTES)
+
+
+def loud(index: int) -> bytes:
+    """A loud frame whose level rises and falls by 12 dB as a voice's does (a perfectly steady
+    sound would soon be taken for the room's noise)."""
+    amplitude = 3000 if index // 4 % 2 else 12000
+    return np.tile(np.array([amplitude, -amplitude], dtype="<i2"), FRAME_BYTES // 4).tobytes()
 
 
 def scripted(
@@ -125,7 +131,7 @@ def scripted(
     segmenter = Segmenter(config, lambda _frame: next(answers), RATE, FRAME_MS)
     for _ in range(WARMUP):
         assert segmenter.feed(QUIET) is None
-    return segmenter, [segmenter.feed(LOUD if said else QUIET) for said in decisions]  # type: ignore[misc]
+    return segmenter, [segmenter.feed(loud(i) if said else QUIET) for i, said in enumerate(decisions)]  # type: ignore[misc]
 
 
 def test_end_of_speech_waits_silence_ms() -> None:

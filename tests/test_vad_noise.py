@@ -43,10 +43,14 @@ def segment(pcm: bytes) -> list[tuple[Utterance, float]]:
 
 
 def check_command(
-    found: list[tuple[Utterance, float]], said_s: float, start_kept: bool = True, tail_slack_s: float = SLACK_S
+    found: list[tuple[Utterance, float]],
+    said_s: float,
+    start_kept: bool = True,
+    tail_slack_s: float = SLACK_S,
+    start: float = LEAD_S,
 ) -> Utterance:
     """The one utterance holding the command: ended on time, holding all of it and little more."""
-    start, end = LEAD_S, LEAD_S + said_s
+    end = start + said_s
     ends = [(round(u.start_s, 2), round(u.end_s, 2)) for u, _ in found]
     assert len(found) == 1, f"utterances {ends}, command {start:.2f}-{end:.2f}"
     utterance, handed_at = found[0]
@@ -81,6 +85,21 @@ def test_a_quieter_second_talker_does_not_hold_the_request_open(sounds: Path, te
     scene = in_room(said, talker(LEAD_S + len(said) / RATE + TAIL_S + 0.1, sounds), -40, LEAD_S, TAIL_S)
     found = [(u, t) for u, t in segment(scene) if u.end_s > LEAD_S]  # what the talker said alone before is not ours
     check_command(found[:1], len(said) / RATE, start_kept=False, tail_slack_s=0.3)
+
+
+@pytest.mark.parametrize("kind", NOISES)
+def test_noise_switched_on_just_before_the_command(sounds: Path, kind: str) -> None:
+    # A quiet room, then the fan goes on 2.5 s before the command: the floor does not wait
+    # for the quiet to leave its 5 s window to learn the new noise, only for the noise to
+    # hold steady for a second. The switching on itself may be taken for the start of
+    # speech (in "vad" mode: a short request of fan noise), but not the command's end.
+    said = speech(COMMANDS[0][0], sounds, COMMANDS[0][1])
+    quiet_s, before_s = 4.0, 2.5
+    scene = in_room(said, noise(kind, before_s + len(said) / RATE + TAIL_S + 0.1, sounds), -30, before_s, TAIL_S)
+    found = segment(bytes(round(quiet_s * RATE) * 2) + scene)
+    command_starts = quiet_s + before_s
+    assert all(handed_at < command_starts for _, handed_at in found[:-1])
+    check_command(found[-1:], len(said) / RATE, start=command_starts)
 
 
 def test_steady_noise_alone_starts_nothing(sounds: Path) -> None:

@@ -106,3 +106,21 @@ def test_command_right_after_the_wake_word_keeps_its_first_syllable(
     cut_ms = (upload_from - wake_ends) / RATE * 1000
     assert cut_ms <= 20, f"the command's first {cut_ms:.0f} ms are cut"
     assert cut_ms >= -80, f"the upload holds {-cut_ms:.0f} ms of the wake word"
+
+
+@pytest.mark.parametrize("kind", ["pink", "fan"])
+def test_noise_switched_on_before_the_wake_word_is_known_when_the_request_starts(sounds: Path, kind: str) -> None:
+    # A quiet room; the fan goes on 2 s before the wake word; a pause; the command. The floor
+    # has learnt the fan by then (it held steady for a second), although the quiet before it
+    # is still in its 5 s window: the request holds the command and not the pause before it.
+    wake = speech("hey mycroft", sounds, "en-gb-x-rp", 150)
+    command = speech(COMMAND, sounds)
+    said = np.concatenate([wake, np.zeros(round(0.8 * RATE)), command])
+    scene = in_room(said, noise(kind, 2.0 + len(said) / RATE + 10.1, sounds), -30, 2.0, 10.0)
+    host = listen(bytes(3 * RATE * 2) + scene)
+    assert len(host.wakes) == 1 and len(host.uploads) == 1
+    utterance, handed_at = host.uploads[0]
+    command_starts = 3.0 + 2.0 + (len(said) - len(command)) / RATE
+    upload_from = (handed_at - len(utterance.audio)) / 2 / RATE
+    assert command_starts - 0.35 <= upload_from <= command_starts  # the pre-roll, not the pause
+    assert utterance.duration_s <= len(command) / RATE + 0.3 + 0.6 + 0.06

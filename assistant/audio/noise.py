@@ -6,7 +6,9 @@ that trusts it alone never sees the end of a request. The level of such noise ha
 moves, while speech rises well above it between the dips at its word boundaries. So the
 floor is the quietest the room has been lately: the lowest level, smoothed over a few
 frames, of the last `window_s` seconds ("minimum statistics"). It follows the room down
-at once and up within `window_s` (the fan switched on). The level is taken of the
+at once, and up as soon as the level has held steady (within STEADY_DB) for STEADY_S:
+speech never does, a fan switched on does at once; anything else is learnt within
+`window_s`. The level is taken of the
 signal's first difference, a gentle high-pass: most of a fan's or a hum's energy lies
 below the band that carries speech.
 
@@ -29,6 +31,8 @@ MIN_MARGIN_DB = 3.0
 MAX_MARGIN_DB = 9.0
 DROP_DB = 15.0  # inside an utterance, frames this far below its loudest are another voice
 TAIL_S = 0.12  # how long a word's quiet tail (a final "t") may follow its loud part
+STEADY_S = 1.0  # a level that has stayed within STEADY_DB this long is the room's, not a voice's
+STEADY_DB = 6.0
 WARMUP_S = 0.5  # the first audio after start-up only teaches the floor
 
 
@@ -108,6 +112,7 @@ class NoiseFloor:
         self.drop_db = drop_db
         self._band = _Smoother(smooth_frames)
         self._window: deque[float] = deque(maxlen=max(1, round(window_s * 1000 / frame_ms)))
+        self._recent: deque[float] = deque(maxlen=max(1, round(STEADY_S * 1000 / frame_ms)))
         self._excess_rate = min(1.0, frame_ms / 1000)  # the wavering is averaged over about a second
         self._tail_frames = round(TAIL_S * 1000 / frame_ms)
         self._warmup_frames = round(WARMUP_S * 1000 / frame_ms)
@@ -122,7 +127,14 @@ class NoiseFloor:
         """Take one frame; return its high-passed level smoothed over the last few frames (dBFS)."""
         level = self._band(band_dbfs(frame))
         self._window.append(level)
+        self._recent.append(level)
         self.floor_dbfs = min(self._window)
+        recent_low = min(self._recent)
+        if recent_low > self.floor_dbfs and max(self._recent) - recent_low <= STEADY_DB:
+            # a new steady noise (the fan was switched on): the quiet before it is forgotten
+            self._window.clear()
+            self._window.extend(self._recent)
+            self.floor_dbfs = recent_low
         excess = level - self.floor_dbfs
         if excess < self.margin_db:  # a noise frame: how far the noise itself wanders
             self.excess_db += (excess - self.excess_db) * self._excess_rate
@@ -153,6 +165,7 @@ class NoiseFloor:
         """Forget the room (e.g. a different microphone)."""
         self._band.clear()
         self._window.clear()
+        self._recent.clear()
         self.floor_dbfs = SILENT_DBFS
         self.excess_db = 1.5
         self.peak_dbfs = SILENT_DBFS
