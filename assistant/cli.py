@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -80,6 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `assistant` console script."""
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
+    if hasattr(signal, "SIGCHLD"):
+        # asyncio reads the exit of each child (espeak-ng speaking a sentence). Started with
+        # SIGCHLD ignored, as some service managers and shells leave it, the kernel would reap
+        # them first: every exit read as 255 and logged as "Unknown child process pid N".
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     if args.command == "devices":
         from assistant.audio.devices import list_devices
 
