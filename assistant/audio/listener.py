@@ -102,7 +102,7 @@ class Listener:
     ) -> str:
         """Listen for a request now (wake word, MQTT listen, follow-up); return its id.
 
-        `preroll` is audio heard just before (the frame the wake word was detected in):
+        `preroll` is audio heard just before (the batch the wake word was detected in):
         the request's audio may start with it.
         """
         self.request_id = request_id or new_id()

@@ -114,8 +114,8 @@ class Segmenter:
         self.noise.is_loud(frame, in_speech=False)
 
     def seed(self, audio: bytes) -> None:
-        """Start the pre-roll with audio heard just before segmenting began: the frame in
-        which the wake word was detected holds the start of a command said without a pause."""
+        """Start the pre-roll with audio heard just before segmenting began: the audio the
+        wake word was detected in holds the start of a command said without a pause."""
         self._preroll.append(audio)
 
     @property
