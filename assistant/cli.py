@@ -232,6 +232,7 @@ async def _say(config: Config, args: argparse.Namespace) -> int:
 
 async def _listen(config: Config, args: argparse.Namespace) -> int:
     from assistant.audio.devices import Microphone, SoundCard
+    from assistant.audio.noise import WARMUP_S
     from assistant.audio.pcm import AudioError, read_wav
     from assistant.audio.vad import Segmenter, Utterance, webrtc_classifier
     from assistant.daemon.service import Assistant, describe_reply
@@ -247,6 +248,8 @@ async def _listen(config: Config, args: argparse.Namespace) -> int:
             print(error, file=sys.stderr)
             return EXIT_FAILURE
         pcm += b"\0" * (rate * 2 * (config.vad.silence_ms + 100) // 1000)  # let the end be heard
+        # the noise floor judges nothing in its first WARMUP_S: speech at the file's very start counts
+        pcm = b"\0" * round(rate * WARMUP_S) * 2 + pcm
         for start in range(0, len(pcm) - segmenter.frame_bytes + 1, segmenter.frame_bytes):
             event = segmenter.feed(pcm[start : start + segmenter.frame_bytes])
             if isinstance(event, Utterance):
