@@ -91,7 +91,7 @@ def test_a_quieter_second_talker_does_not_hold_the_request_open(sounds: Path, te
     # utterance before the command does (nothing tells two voices apart before the nearer
     # one speaks), but once the command ends, the request ends too (its odd loud syllable
     # may add a frame or two). At -35 dBFS (14 dB under) one of these two commands ended
-    # 0.56 s late; at -30 the request stays open while the other voice goes on.
+    # 0.5 s late; at -30 the request stays open while the other voice goes on.
     said = speech(text, sounds, voice)
     scene = in_room(said, talker(LEAD_S + len(said) / RATE + TAIL_S + 0.1, sounds), -40, LEAD_S, TAIL_S)
     found = [(u, t) for u, t in segment(scene) if u.end_s > LEAD_S]  # what the talker said alone before is not ours
