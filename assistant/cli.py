@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -80,6 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `assistant` console script."""
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
+    if hasattr(signal, "SIGCHLD"):
+        # asyncio reads the exit of each child (espeak-ng speaking a sentence). Started with
+        # SIGCHLD ignored, as some service managers and shells leave it, the kernel would reap
+        # them first: every exit read as 255 and logged as "Unknown child process pid N".
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     if args.command == "devices":
         from assistant.audio.devices import list_devices
 
@@ -226,6 +232,7 @@ async def _say(config: Config, args: argparse.Namespace) -> int:
 
 async def _listen(config: Config, args: argparse.Namespace) -> int:
     from assistant.audio.devices import Microphone, SoundCard
+    from assistant.audio.noise import WARMUP_S
     from assistant.audio.pcm import AudioError, read_wav
     from assistant.audio.vad import Segmenter, Utterance, webrtc_classifier
     from assistant.daemon.service import Assistant, describe_reply
@@ -241,6 +248,8 @@ async def _listen(config: Config, args: argparse.Namespace) -> int:
             print(error, file=sys.stderr)
             return EXIT_FAILURE
         pcm += b"\0" * (rate * 2 * (config.vad.silence_ms + 100) // 1000)  # let the end be heard
+        # the noise floor judges nothing in its first WARMUP_S: speech at the file's very start counts
+        pcm = b"\0" * round(rate * WARMUP_S) * 2 + pcm
         for start in range(0, len(pcm) - segmenter.frame_bytes + 1, segmenter.frame_bytes):
             event = segmenter.feed(pcm[start : start + segmenter.frame_bytes])
             if isinstance(event, Utterance):

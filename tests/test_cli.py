@@ -168,6 +168,29 @@ def test_listen_from_a_wav_file(
     assert mqtt.wait_for(f"{ns}/kitchen/light/set").text == "OFF"
 
 
+def test_listen_from_a_file_that_starts_with_speech_sends_all_of_it(
+    tmp_path: Path, mqtt_broker: Broker, fake: FakeOpenAI, pulse: PulseAudio, speech: SpeechFactory
+) -> None:
+    # No silence before the first word: the noise floor, which judges nothing in its first
+    # half second, must not cost the command its beginning.
+    config, _ns = config_for(tmp_path, mqtt_broker.port, fake, tts={"engine": "none"})
+    fake.transcript = "what time is it"
+    fake.script = [ChatReply(text="Noon.")]
+    wav = speech("what time is it", pad_before=0.0)
+    result = run_cli(["listen", "--config", str(config), "--file", str(wav)], daemon_env(pulse.env, OPENAI_API_KEY="k"))
+    assert result.returncode == 0, result.stderr
+    said, _rate = read_wav(wav)
+    uploaded, _rate = read_wav_bytes(fake.of("audio/transcriptions")[-1].files["file"][1], tmp_path)
+    score, lag = correlate(uploaded, said)
+    assert score > 0.9 and lag >= 0, (score, lag)  # the upload holds the file's speech from its first sample
+
+
+def read_wav_bytes(data: bytes, directory: Path) -> tuple[Any, int]:
+    path = directory / "upload.wav"
+    path.write_bytes(data)
+    return read_wav(path)
+
+
 def test_listen_rejects_a_file_that_is_not_wav(
     tmp_path: Path, mqtt_broker: Broker, fake: FakeOpenAI, pulse: PulseAudio
 ) -> None:

@@ -111,34 +111,47 @@ def test_short_pause_does_not_split(tmp_path: Path) -> None:
     assert len(utterances) == 1
 
 
+WARMUP = 20  # quiet frames first: the noise floor only starts judging after 0.5 s
+QUIET = bytes(FRAME_BYTES)
+
+
+def loud(index: int) -> bytes:
+    """A loud frame whose level rises and falls by 12 dB as a voice's does (a perfectly steady
+    sound would soon be taken for the room's noise)."""
+    amplitude = 3000 if index // 4 % 2 else 12000
+    return np.tile(np.array([amplitude, -amplitude], dtype="<i2"), FRAME_BYTES // 4).tobytes()
+
+
+def scripted(
+    config: VadConfig, decisions: list[bool]
+) -> tuple[Segmenter, list[SpeechStarted | Pause | Utterance | None]]:
+    """Feed a loud frame where `decisions` says speech (and the classifier agrees), silence
+    elsewhere, after WARMUP quiet frames; the events, one per decision."""
+    answers = iter([False] * WARMUP + decisions)
+    segmenter = Segmenter(config, lambda _frame: next(answers), RATE, FRAME_MS)
+    for _ in range(WARMUP):
+        assert segmenter.feed(QUIET) is None
+    return segmenter, [segmenter.feed(loud(i) if said else QUIET) for i, said in enumerate(decisions)]  # type: ignore[misc]
+
+
 def test_end_of_speech_waits_silence_ms() -> None:
-    # a scripted classifier: 1 s of speech frames then silence
-    decisions = [True] * 33 + [False] * 100
-    it = iter(decisions)
-    segmenter = Segmenter(VadConfig(silence_ms=600), lambda _frame: next(it), RATE, FRAME_MS)
-    frame = np.full(FRAME_BYTES // 2, 1000, dtype=np.int16).tobytes()
-    for index in range(len(decisions)):
-        event = segmenter.feed(frame)
-        if isinstance(event, Utterance):
-            # the 20th silent frame (600 ms) closes it
-            assert index == 33 + 20 - 1
-            assert event.end_s == pytest.approx(33 * 0.03)
-            return
-    pytest.fail("no utterance")
+    # 1 s of speech frames then silence
+    _segmenter, events = scripted(VadConfig(silence_ms=600), [True] * 33 + [False] * 100)
+    index, event = next((i, e) for i, e in enumerate(events) if isinstance(e, Utterance))
+    # the 20th silent frame (600 ms) closes it
+    assert index == 33 + 20 - 1
+    assert isinstance(event, Utterance)
+    assert event.end_s == pytest.approx((WARMUP + 33) * 0.03)
 
 
 def test_too_short_is_dropped() -> None:
-    decisions = iter([True] * 5 + [False] * 40)
-    segmenter = Segmenter(VadConfig(min_utterance_ms=250, start_ms=60), lambda _f: next(decisions), RATE, FRAME_MS)
-    events = [segmenter.feed(b"\0" * FRAME_BYTES) for _ in range(45)]
+    segmenter, events = scripted(VadConfig(min_utterance_ms=250, start_ms=60), [True] * 5 + [False] * 40)
     assert [type(e) for e in events if isinstance(e, SpeechStarted | Utterance)] == [SpeechStarted]
     assert not segmenter.in_speech
 
 
 def test_max_length_cuts() -> None:
-    segmenter = Segmenter(VadConfig(max_utterance_s=1.0), lambda _f: True, RATE, FRAME_MS)
-    loud = np.full(FRAME_BYTES // 2, 1000, dtype=np.int16).tobytes()
-    events = [segmenter.feed(loud) for _ in range(80)]
+    _segmenter, events = scripted(VadConfig(max_utterance_s=1.0), [True] * 80)
     utterances = [e for e in events if isinstance(e, Utterance)]
     assert len(utterances) >= 2
     assert 1.0 <= utterances[0].duration_s <= 1.0 + 0.3 + 0.03
@@ -170,18 +183,12 @@ def test_pause_comes_before_the_end_and_resumed_cancels_it(tmp_path: Path) -> No
 
 
 def test_early_ms_zero_means_no_pause() -> None:
-    decisions = iter([True] * 20 + [False] * 30)
-    segmenter = Segmenter(VadConfig(early_ms=0), lambda _f: next(decisions), RATE, FRAME_MS)
-    loud = np.full(FRAME_BYTES // 2, 1000, dtype=np.int16).tobytes()
-    events = [segmenter.feed(loud) for _ in range(50)]
+    _segmenter, events = scripted(VadConfig(early_ms=0), [True] * 20 + [False] * 30)
     assert [type(e).__name__ for e in events if e] == ["SpeechStarted", "Utterance"]
 
 
 def test_finish_ends_the_utterance_now() -> None:
-    segmenter = Segmenter(VadConfig(min_utterance_ms=100), lambda _f: True, RATE, FRAME_MS)
-    loud = np.full(FRAME_BYTES // 2, 1000, dtype=np.int16).tobytes()
-    for _ in range(10):
-        segmenter.feed(loud)
+    segmenter, _events = scripted(VadConfig(min_utterance_ms=100), [True] * 10)
     utterance = segmenter.finish()
-    assert isinstance(utterance, Utterance) and utterance.end_s == pytest.approx(0.3)
+    assert isinstance(utterance, Utterance) and utterance.end_s == pytest.approx((WARMUP + 10) * 0.03)
     assert not segmenter.in_speech and segmenter.finish() is None

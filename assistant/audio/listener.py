@@ -14,12 +14,13 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from assistant.audio.vad import Pause, Resumed, Segmenter, SpeechStarted, Utterance, webrtc_classifier
-from assistant.audio.wakeword import Detection, WakeWord
+from assistant.audio.wakeword import BATCH_BYTES, Detection, WakeWord
 from assistant.config import Config
 from assistant.daemon.payloads import new_id
 from assistant.daemon.state import Event, State, StateMachine
@@ -69,6 +70,8 @@ class Listener:
         audio = config.audio
         classifier = webrtc_classifier(config.vad.aggressiveness, audio.sample_rate)
         self.segmenter = Segmenter(config.vad, classifier, audio.sample_rate, audio.frame_ms)
+        # the last frames given to the wake word detector: one batch of its (60 ms)
+        self._recent: deque[bytes] = deque(maxlen=max(1, -(-BATCH_BYTES // self.segmenter.frame_bytes)))
         self.wake: WakeWord | None = None
         if config.wake.mode == "wakeword":
             self.wake = WakeWord(config.wake.model, config.wake.threshold, config.wake.refractory_s)
@@ -92,12 +95,25 @@ class Listener:
         """Whether speech may start a request now."""
         return self.wake_config.mode == "vad" or self.clock() < self.listen_until
 
-    def open(self, reason: str, request_id: str | None = None, timeout_s: float | None = None, **extra: Any) -> str:
-        """Listen for a request now (wake word, MQTT listen, follow-up); return its id."""
+    def open(
+        self,
+        reason: str,
+        request_id: str | None = None,
+        timeout_s: float | None = None,
+        preroll: bytes = b"",
+        **extra: Any,
+    ) -> str:
+        """Listen for a request now (wake word, MQTT listen, follow-up); return its id.
+
+        `preroll` is audio heard just before (the batch the wake word was detected in):
+        the request's audio may start with it.
+        """
         self.request_id = request_id or new_id()
         self.listen_until = self.clock() + (timeout_s or self.wake_config.listen_timeout_s)
         self.held = None
         self.segmenter.reset()
+        if preroll:
+            self.segmenter.seed(preroll)
         self.drop_early()
         self.host.wake_event({"id": self.request_id, "t": time.time(), "reason": reason, **extra})
         self.host.machine.handle(Event.WAKE)
@@ -124,20 +140,28 @@ class Listener:
             if self.segmenter.in_speech:
                 self.segmenter.reset()
                 self.drop_early()
+            self._recent.append(frame)
             if self.wake is not None and (detection := self.wake.process(frame)):
                 log.info("barge-in: %s heard while %s", detection.model, machine.state)
                 host.barge_in()
-                self.woken(detection)
+                self.woken(detection, self._heard(frame))
             return
         if self.held is not None or self.clock() < host.mic_open_at:
             return
         if not self.window_open() and not self.segmenter.in_speech:
             if machine.state is State.LISTENING:
                 self.close()  # the window passed without a request
+            self.segmenter.hear(frame)  # the room's noise floor, known before a request starts
+            self._recent.append(frame)
             if self.wake is not None and (detection := self.wake.process(frame)):
-                self.woken(detection)
+                self.woken(detection, self._heard(frame))
             return
         self._segment(frame)
+
+    def _heard(self, frame: bytes) -> bytes:
+        """The audio of the wake word detector's last batch (it runs 60 ms at a time), which
+        the detection lies in: what follows the phrase in it is the command's beginning."""
+        return b"".join(self._recent) if self._recent else frame
 
     def end_utterance(self) -> None:
         """End the utterance in progress at the next frame (the Realtime server's VAD ended it)."""
@@ -197,10 +221,16 @@ class Listener:
 
     # --- wake word and arbitration ---------------------------------------------
 
-    def woken(self, detection: Detection) -> None:
-        """The wake word fired: listen, tell the others, and let the best-placed device answer."""
+    def woken(self, detection: Detection, heard: bytes = b"") -> None:
+        """The wake word fired in the audio `heard` last: listen, tell the others, and let the
+        best-placed device answer.
+
+        The detector fires 0-90 ms after the phrase ends, so a command said without a pause
+        has begun in the batch it fired in: that batch starts the request's pre-roll.
+        """
         request_id = self.open(
             "wakeword",
+            preroll=heard,
             model=detection.model,
             probability=round(detection.probability, 3),
             level_dbfs=round(detection.level_dbfs, 1),

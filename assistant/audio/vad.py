@@ -6,16 +6,13 @@ and returns events. It does no I/O, so its timing can be tested to the frame.
 
 from __future__ import annotations
 
-import math
-import operator
-import sys
-from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import webrtcvad
 
+from assistant.audio.noise import NoiseFloor
 from assistant.config import VadConfig
 
 
@@ -73,13 +70,11 @@ class Segmenter:
     silence a Pause hands out the audio so far, so transcription can start while the
     end is still being awaited; Resumed says the speaker went on after all.
 
-    webrtcvad keeps calling frames speech for about 100 ms after the voice stops (its
-    hangover). Inside an utterance a frame counts as speech only if it is also louder
-    than the room's noise floor, so the end is found that much sooner and truer.
+    A frame counts as speech only when webrtcvad says so and it is also louder than the
+    room's noise floor (`NoiseFloor`): webrtcvad calls steady noise (a fan, a fridge)
+    speech for as long as it lasts, and keeps calling frames speech for about 100 ms
+    after the voice stops (its hangover), so the end is found sooner and truer.
     """
-
-    NOISE_FACTOR = 1.5
-    MIN_SPEECH_RMS = 30.0
 
     def __init__(
         self,
@@ -99,7 +94,7 @@ class Segmenter:
         self._early_frames = early if 0 < early < self._silence_frames else 0
         self._preroll: deque[bytes] = deque(maxlen=max(self._start_frames, config.preroll_ms // frame_ms))
         self._frames_seen = 0
-        self._noise_rms = 0.0
+        self.noise = NoiseFloor(frame_ms)
         self.reset()
 
     def reset(self) -> None:
@@ -112,6 +107,16 @@ class Segmenter:
         self._last_speech_end_s = 0.0
         self._silence_run = 0
         self._paused = False
+
+    def hear(self, frame: bytes) -> None:
+        """A frame heard while nothing is being segmented (the microphone waits for the wake
+        word): the noise floor learns from it, so it knows the room when a request begins."""
+        self.noise.is_loud(frame, in_speech=False)
+
+    def seed(self, audio: bytes) -> None:
+        """Start the pre-roll with audio heard just before segmenting began: the audio the
+        wake word was detected in holds the start of a command said without a pause."""
+        self._preroll.append(audio)
 
     @property
     def in_speech(self) -> bool:
@@ -129,14 +134,11 @@ class Segmenter:
             raise ValueError(f"frame must be {self.frame_bytes} bytes, got {len(frame)}")
         t0 = self._frames_seen * self.frame_ms / 1000
         self._frames_seen += 1
-        speech = self.is_speech(frame)
-        rms = _rms(frame)
+        speech = self.is_speech(frame)  # always asked: webrtcvad adapts to what it hears
+        speech = self.noise.is_loud(frame, self._in_speech) and speech
         if not self._in_speech:
-            if not speech:
-                self._noise_rms += (rms - self._noise_rms) * 0.05
             return self._idle(frame, speech, t0)
-        loud = rms >= self._noise_rms * self.NOISE_FACTOR + self.MIN_SPEECH_RMS
-        return self._speaking(frame, speech and loud, t0)
+        return self._speaking(frame, speech, t0)
 
     def _idle(self, frame: bytes, speech: bool, t0: float) -> SegmentEvent | None:
         self._preroll.append(frame)
@@ -178,11 +180,3 @@ class Segmenter:
         if (utterance.end_s - utterance.start_s) * 1000 < self.config.min_utterance_ms:
             return None
         return utterance
-
-
-def _rms(frame: bytes) -> float:
-    """Root mean square of int16 little-endian samples (plain Python: numpy is not loaded at rest)."""
-    samples = array("h", frame)
-    if sys.byteorder == "big":
-        samples.byteswap()
-    return math.sqrt(sum(map(operator.mul, samples, samples)) / len(samples)) if samples else 0.0

@@ -90,6 +90,7 @@ class EspeakVoice:
         except FileNotFoundError:
             raise TtsError("espeak-ng is not installed (apt-get install espeak-ng)") from None
         assert process.stdout is not None
+        finished = False
         try:
             header = await process.stdout.readexactly(44)
             if header[:4] != b"RIFF":
@@ -97,14 +98,19 @@ class EspeakVoice:
             self.sample_rate = struct.unpack("<I", header[24:28])[0]
             while chunk := await process.stdout.read(4096):
                 yield chunk
+            finished = True
         except asyncio.IncompleteReadError:
             stderr = await process.stderr.read() if process.stderr else b""
             raise TtsError(f"espeak-ng failed: {stderr.decode(errors='replace').strip()}") from None
         finally:
-            if process.returncode is None:
+            if not finished and process.returncode is None:  # stopped mid-sentence (barge-in, cancel)
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
-            await process.wait()
+            # Always reaped and read here: an exit left to the child watcher alone is logged
+            # as an unknown child when the kernel got to it first (see cli.main on SIGCHLD).
+            returncode = await process.wait()
+            if finished and returncode != 0:
+                log.warning("espeak-ng exited with status %s after speaking", returncode)
 
 
 def make_voice(config: TtsConfig, client: openai.AsyncOpenAI | None, language: str, state_dir: Path) -> Voice | None:

@@ -1,0 +1,125 @@
+"""Uploads in noisy rooms: bytes per request when the wake word and a command are said over steady noise.
+
+Each scene: noise (sox pink, brown, or a fan-like hum: brown noise with 120 Hz and its
+harmonics; or a second voice talking all along) at a set RMS level, "hey mycroft"
+(espeak-ng, en-gb-x-rp) after 1.5 s, a 0.8 s pause, "turn on the kitchen light" (1.34 s),
+then 16 s more of the noise, longer than `max_utterance_s` (15 s). Where the wake word is
+not heard, the request is opened as an MQTT `listen` would, when the wake phrase ends. It runs through the
+daemon's real listening logic (`assistant.audio.listener.Listener`: the bundled wake word
+model, webrtcvad, the segmenter) faster than real time, with the default config, and
+reports what would be sent to transcription and how long after the command's end the
+request was handed on.
+
+    .venv/bin/python bench/noise_uploads.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from room_noise import LEVELS, NOISES, RATE, in_room, noise, speech, talker
+
+from assistant.audio.listener import Listener
+from assistant.audio.vad import Utterance
+from assistant.config import parse_config
+from assistant.daemon.state import StateMachine
+
+FRAME_BYTES = 960
+LEAD_S, GAP_S, TAIL_S = 1.5, 0.8, 16.0
+COMMAND = "turn on the kitchen light"
+
+
+class Host:
+    """Stands in for the daemon: keeps what would be sent upstream, and when."""
+
+    def __init__(self) -> None:
+        self.machine = StateMachine("wakeword", muted=False)
+        self.mic_open_at = 0.0
+        self.muted = False
+        self.wakes = 0
+        self.uploads: list[tuple[int, float]] = []  # bytes, stream time handed on
+        self.now = 0.0
+
+    def wake_event(self, data: dict[str, Any]) -> None:
+        self.wakes += 1
+
+    def publish_claim(self, claim: dict[str, Any]) -> None:
+        pass
+
+    def submit_utterance(self, utterance: Utterance, request_id: str, early: asyncio.Task[str] | None) -> None:
+        self.uploads.append((len(utterance.audio), self.now))
+
+    def request_audio(self, pcm: bytes, first: bool) -> None:
+        pass
+
+    def barge_in(self) -> None:
+        pass
+
+    async def transcribe(self, pcm: bytes, sample_rate: int) -> str:
+        return ""
+
+    def play_sound(self, name: str) -> None:
+        pass
+
+    def complete_command(self, text: str) -> bool:
+        return False
+
+
+def listen(pcm: bytes, open_at_s: float | None = None) -> Host:
+    """Run `pcm` through a Listener: woken by the wake word, or (`open_at_s`) by an MQTT `listen` then."""
+    mode = "wakeword" if open_at_s is None else "mqtt"
+    config = parse_config(
+        {
+            "wake": {"mode": mode, "model": "hey_mycroft", "arbitration_ms": 0},
+            "vad": {"early_ms": 0},  # no early transcription: every byte sent is in the final upload
+            "openai": {"base_url": "http://127.0.0.1:9/v1"},
+        },
+        {},
+    )
+    host = Host()
+    listener = Listener(config, host, clock=lambda: host.now)
+    for start in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
+        host.now = (start + FRAME_BYTES) / 2 / RATE
+        if open_at_s is not None and host.now - FRAME_BYTES / 2 / RATE < open_at_s <= host.now:
+            listener.open("mqtt")
+        listener.feed(pcm[start : start + FRAME_BYTES])
+    return host
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        wake = speech("hey mycroft", directory, "en-gb-x-rp", 150)
+        command = speech(COMMAND, directory)
+        said = np.concatenate([wake, np.zeros(round(GAP_S * RATE)), command])
+        command_ends = LEAD_S + len(said) / RATE
+        seconds = LEAD_S + len(said) / RATE + TAIL_S + 0.1
+        print(f"command {len(command) / RATE:.2f} s ({len(command) * 2} bytes of pcm16 at 16 kHz)\n")
+        print(
+            "| background | level | request opened by | bytes uploaded | seconds | handed on after the command's end |"
+        )
+        print("|---|---|---|---|---|---|")
+        scenes = [(kind, level) for kind in (*NOISES, "talker") for level in LEVELS]
+        for kind, level in scenes:
+            background = talker(seconds, directory) if kind == "talker" else noise(kind, seconds, directory)
+            pcm = in_room(said, background, level, LEAD_S, TAIL_S)
+            host = listen(pcm)
+            row = f"| {kind} | {level} dBFS | wake word: {'heard' if host.wakes else 'not heard'}"
+            if not host.wakes:  # the request opened by an MQTT `listen` as the wake word ends instead
+                host = listen(pcm, open_at_s=LEAD_S + len(wake) / RATE)
+                row += ", `listen` instead"
+            sent = sum(size for size, _ in host.uploads)
+            after = f"{host.uploads[0][1] - command_ends:.2f} s" if host.uploads else "-"
+            print(f"{row} | {sent} | {sent / 2 / RATE:.2f} | {after} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
