@@ -89,9 +89,11 @@ class PiperVoice:
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
         """Yield int16 pcm per sentence Piper makes, as soon as each is made."""
+        voice = await asyncio.wrap_future(self.loading)
+        # Only now: importing piper here while the loader thread imports it (and numpy) can
+        # leave numpy half-initialised in one of the two threads.
         from piper import SynthesisConfig
 
-        voice = await asyncio.wrap_future(self.loading)
         loop = asyncio.get_running_loop()
         audio: asyncio.Queue[bytes | TtsError | None] = asyncio.Queue()
         stop = threading.Event()
