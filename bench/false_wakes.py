@@ -307,9 +307,7 @@ def replay(trace: list[tuple[int, float]], cutoff: float) -> list[int]:
 
 def hits(detections: list[int], corpus: Corpus) -> int:
     """Spans (each one wake phrase) with a detection during it or within a second after it."""
-    return sum(
-        any(start <= d <= end + SAMPLE_RATE for d in detections) for start, end, _ in corpus.spans
-    )
+    return sum(any(start <= d <= end + SAMPLE_RATE for d in detections) for start, end, _ in corpus.spans)
 
 
 # --------------------------------------------------------------------------- main
@@ -348,11 +346,7 @@ def main() -> int:
         for model in args.models
     }
     synth_cpu = (
-        time.process_time()
-        - synth_started
-        + os.times().children_user
-        + os.times().children_system
-        - children_before
+        time.process_time() - synth_started + os.times().children_user + os.times().children_system - children_before
     )
     hours = len(talk.audio) / SAMPLE_RATE / 3600
     print(
@@ -370,7 +364,9 @@ def main() -> int:
         detections, trace, cpu = run(model, talk.audio)
         cutoff = WakeWord([model]).cutoff(model)
         replayed = replay(trace, cutoff)  # a detection is reported at the end of its 60 ms batch
-        agree = len(replayed) == len(detections) and all(0 <= d - r < 1600 for r, d in zip(replayed, detections))
+        agree = len(replayed) == len(detections) and all(
+            0 <= d - r < 1600 for r, d in zip(replayed, detections, strict=True)
+        )
         assert agree, f"{model}: the replay disagrees with the detector: {replayed} vs {detections}"
         fired_by = sorted({talk.said_at(d) for d in detections})
         trial_runs = [run(model, corpus.audio) for corpus in trials[model]]
