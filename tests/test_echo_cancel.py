@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shlex
 import subprocess
 import time
@@ -25,7 +26,7 @@ import numpy as np
 import pytest
 from daemon import Daemon
 from fake_openai import FakeOpenAI
-from support import Broker, MqttRecorder, PulseAudio, SpeakerRecorder, rms
+from support import Broker, MqttRecorder, PulseAudio, SpeakerRecorder, rms, stop_process
 from test_wake import WAKE, wake_sections
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,3 +240,46 @@ def test_install_refuses_echo_cancel_with_lean_alsa() -> None:
         timeout=30,
     )
     assert result.returncode == 1 and "exclude each other" in result.stderr, result.stderr
+
+
+def test_the_shipped_pulseaudio_config_gives_the_daemon_the_cancelled_devices(tmp_path: Path) -> None:
+    """config/echo-cancel.pa as assistant-pulse.service runs it, but with two virtual cards in
+    place of PulseAudio's card detection and the socket in a temporary directory."""
+    shipped = (ROOT / "config/echo-cancel.pa").read_text()
+    assert "load-module module-udev-detect\n" in shipped
+    cards = (
+        "load-module module-null-sink sink_name=card rate=48000\nload-module module-null-source source_name=cardmic\n"
+    )
+    script = tmp_path / "echo-cancel.pa"
+    socket = tmp_path / "native"
+    script.write_text(
+        shipped.replace("load-module module-udev-detect\n", cards).replace("/run/assistant-pulse/native", str(socket))
+    )
+    (tmp_path / "xdg").mkdir(mode=0o700)
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path / "xdg")}
+    env.pop("PULSE_SERVER", None)
+    log = f"--log-target=file:{tmp_path / 'pulse.log'}"
+    process = subprocess.Popen(
+        ["pulseaudio", "--daemonize=no", "-n", "-F", str(script), "--exit-idle-time=-1", "--disable-shm=yes", log],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = {**env, "PULSE_SERVER": f"unix:{socket}"}
+        deadline = time.monotonic() + 15
+        info = ""
+        while time.monotonic() < deadline and process.poll() is None:
+            result = subprocess.run(["pactl", "info"], env=client, capture_output=True, text=True, check=False)
+            info = result.stdout
+            if result.returncode == 0 and "Default Source: assistant_mic" in info:
+                break
+            time.sleep(0.1)
+        assert process.poll() is None, (tmp_path / "pulse.log").read_text(errors="replace")
+        assert "Default Sink: assistant_speaker" in info and "Default Source: assistant_mic" in info, info
+        modules = subprocess.run(
+            ["pactl", "list", "short", "modules"], env=client, capture_output=True, text=True, check=True
+        )
+        assert "aec_method=webrtc" in modules.stdout and "sink_master" not in modules.stdout
+    finally:
+        stop_process(process)
