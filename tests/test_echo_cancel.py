@@ -11,22 +11,19 @@ microphone heard.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shlex
 import subprocess
 import time
-import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 from daemon import Daemon
 from fake_openai import FakeOpenAI
-from support import Broker, MqttRecorder, PulseAudio, SpeakerRecorder, rms, stop_process
+from support import Broker, MqttRecorder, PulseAudio, SpeakerRecorder, stop_process
 from test_wake import WAKE, wake_sections
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,11 +35,6 @@ TRIALS = 7  # 13 of 16 were heard at -6 dB: asking for four of seven fails about
 # a reply that quotes it wakes a device that hears itself.
 SELF_WAKE = "Say: hey mycroft. Then your request. " * 3
 LONG_REPLY = "This is a very long announcement about the weather, the garden and nothing at all. " * 6
-
-
-def read_wav_bytes(data: bytes) -> tuple[np.ndarray, int]:
-    with wave.open(io.BytesIO(data)) as wav:
-        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2"), wav.getframerate()
 
 
 def shipped_canceller() -> list[str]:
@@ -169,12 +161,7 @@ def test_wake_word_barges_in_over_the_devices_own_voice(
     _daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key", **half_loud_room.canceller)
     heard = _barge_in_trials(mqtt, root, pulse, speaker, wake)
     assert sum(heard) > TRIALS // 2, heard
-    # The device's voice after each wake word is no request. What the canceller leaves of its tail
-    # for the moment after the reply stops (faint, about 0.4 s) is taken for speech by the segmenter
-    # now and then (3 of 20 trials, 0.36 s at -49 dBFS): sent, it is near silence, never the reply itself.
-    for upload in fake.of("audio/transcriptions"):
-        audio, _ = read_wav_bytes(upload.files["file"][1])
-        assert len(audio) / 16000 < 1.0 and rms(audio) < 32768 * 10 ** (-40 / 20), (len(audio), rms(audio))
+    assert fake.of("audio/transcriptions") == []  # the device's voice after each wake word was no request
 
 
 def test_the_devices_own_voice_never_wakes_it(

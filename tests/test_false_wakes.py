@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from daemon import Daemon
 from fake_openai import FakeOpenAI
 from support import Broker, MqttRecorder, PulseAudio, read_wav
@@ -14,6 +15,9 @@ from test_wake import WAKE, wake_sections
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import false_wakes
+
+from assistant.audio.vad import Pause, Segmenter, Utterance
+from assistant.config import VadConfig
 
 StartDaemon = Callable[..., tuple[Daemon, str]]
 SECOND = 16000
@@ -50,6 +54,30 @@ def test_the_corpus_has_the_near_misses_and_never_the_wake_words() -> None:
     assert "hey, jarvis's car is here." in texts
     for phrase in false_wakes.WAKE_PHRASES.values():
         assert not any(f"{phrase.lower()} " in f"{t} " or f"{phrase.lower()}," in t for t in texts), phrase
+
+
+FRAME = 480 * 2  # 30 ms at 16 kHz
+LOUD = np.full(480, 1000, dtype=np.int16).tobytes()
+
+
+def _segment(speech_frames: int) -> list[object]:
+    decisions = iter([True] * speech_frames + [False] * 40)
+    config = VadConfig(start_ms=90, early_ms=250, silence_ms=600, min_utterance_ms=250)
+    segmenter = Segmenter(config, lambda _frame: next(decisions), SECOND, 30)
+    return [segmenter.feed(LOUD if i < speech_frames else b"\0" * FRAME) for i in range(speech_frames + 40)]
+
+
+def test_a_blip_too_short_to_be_a_request_is_not_handed_out_for_early_transcription() -> None:
+    """The tail of the wake word (and webrtcvad's hangover after it) used to start an utterance
+    whose Pause was sent for early transcription, though the utterance was then dropped as too
+    short: 0.36 s of near silence uploaded after a wake word with nothing after it."""
+    events = _segment(4)  # 120 ms of speech: shorter than min_utterance_ms
+    assert not any(isinstance(e, Pause | Utterance) for e in events), events
+
+
+def test_a_request_long_enough_still_pauses_early() -> None:
+    events = _segment(12)  # 360 ms
+    assert [type(e) for e in events if isinstance(e, Pause | Utterance)] == [Pause, Utterance]
 
 
 def test_a_wake_word_with_nothing_after_it_sends_nothing(
