@@ -163,7 +163,10 @@ class Segmenter:
                 return Resumed()
         else:
             self._silence_run += 1
-            if self._silence_run == self._early_frames:
+            # No Pause for what `finish` would drop as too short: its audio would be sent for
+            # early transcription all the same (a wake word's tail, a click).
+            long_enough = (self._last_speech_end_s - self._start_s) * 1000 >= self.config.min_utterance_ms
+            if self._silence_run == self._early_frames and long_enough:
                 self._paused = True
                 return Pause(bytes(self._audio), self.sample_rate)
         too_long = len(self._audio) / 2 / self.sample_rate >= self.config.max_utterance_s
