@@ -57,14 +57,24 @@ def test_the_corpus_has_the_near_misses_and_never_the_wake_words() -> None:
 
 
 FRAME = 480 * 2  # 30 ms at 16 kHz
-LOUD = np.full(480, 1000, dtype=np.int16).tobytes()
+WARMUP = 20
+
+
+def loud(index: int) -> bytes:
+    """Speech-like: a level that rises and falls by 12 dB (a steady sound is soon the room's noise)."""
+    amplitude = 3000 if index // 4 % 2 else 12000
+    return np.tile(np.array([amplitude, -amplitude], dtype="<i2"), 240).tobytes()
 
 
 def _segment(speech_frames: int) -> list[object]:
-    decisions = iter([True] * speech_frames + [False] * 40)
+    """Events for `speech_frames` of speech then silence, after 0.6 s of quiet (the noise floor
+    judges nothing in its first 0.5 s)."""
+    decisions = iter([False] * WARMUP + [True] * speech_frames + [False] * 40)
     config = VadConfig(start_ms=90, early_ms=250, silence_ms=600, min_utterance_ms=250)
     segmenter = Segmenter(config, lambda _frame: next(decisions), SECOND, 30)
-    return [segmenter.feed(LOUD if i < speech_frames else b"\0" * FRAME) for i in range(speech_frames + 40)]
+    for _ in range(WARMUP):
+        segmenter.feed(b"\0" * FRAME)
+    return [segmenter.feed(loud(i) if i < speech_frames else b"\0" * FRAME) for i in range(speech_frames + 40)]
 
 
 def test_a_blip_too_short_to_be_a_request_is_not_handed_out_for_early_transcription() -> None:
