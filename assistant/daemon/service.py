@@ -25,7 +25,8 @@ from assistant.agent.conversation import Agent, Reply
 from assistant.agent.images import ImageMaker, ImagePublisher
 from assistant.agent.providers import make_client, resolve, stages_in_use
 from assistant.agent.tools import HomeTools, Tool
-from assistant.audio.devices import Microphone, SoundCard
+from assistant.audio.devices import SoundCard
+from assistant.audio.microphone import Microphone
 from assistant.audio.listener import Listener
 from assistant.config import Config
 from assistant.daemon import systemd
