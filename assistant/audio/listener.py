@@ -82,12 +82,29 @@ class Listener:
         self.claims: list[Claim] = []
         self.mine: tuple[Claim, str] | None = None  # our latest claim and its request id
         self._arbitration: asyncio.Task[None] | None = None
+        self.on_open: Callable[[], None] | None = None  # told when a window opens (the microphone starts)
 
     # --- windows -------------------------------------------------------------
 
     def window_open(self) -> bool:
         """Whether speech may start a request now."""
         return self.wake_config.mode == "vad" or self.clock() < self.listen_until
+
+    def needs_audio(self) -> bool:
+        """Whether a frame can matter now; if not, the daemon stops reading the microphone.
+
+        In "mqtt" mode nothing is heard between listen windows, and when muted nothing at all.
+        """
+        machine = self.host.machine
+        if machine.muted:
+            return False
+        return (
+            self.wake is not None
+            or self.wake_config.mode == "vad"
+            or self.segmenter.in_speech
+            or machine.state is State.LISTENING  # the window's end is noticed at a frame
+            or self.window_open()
+        )
 
     def open(self, reason: str, request_id: str | None = None, timeout_s: float | None = None, **extra: Any) -> str:
         """Listen for a request now (wake word, MQTT listen, follow-up); return its id."""
@@ -97,6 +114,8 @@ class Listener:
         self.drop_early()
         self.host.wake_event({"id": self.request_id, "t": time.time(), "reason": reason, **extra})
         self.host.machine.handle(Event.WAKE)
+        if self.on_open is not None:
+            self.on_open()
         return self.request_id
 
     def close(self) -> None:

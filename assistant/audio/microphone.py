@@ -33,7 +33,12 @@ class Microphone:
     Opening, closing and rescanning go through the `SoundCard`, off the event loop.
     Counters say whether any audio was lost (`dropped`: the loop fell behind by more than
     the queue; `overruns`: PortAudio's own buffer overflowed) and how late the loop was
-    (`longest_gap_s` between two frames taken); they are logged when the stream closes.
+    (`longest_gap_s` between two frames taken); they are logged when the stream closes
+    or pauses.
+
+    `pause()` stops the stream until `resume()`: no callback runs and nothing wakes the
+    loop meanwhile. The stream stays open, so resuming is one `start` (a few ms), and
+    speech that begins as a listen window opens is heard from its first word.
     """
 
     def __init__(
@@ -55,13 +60,16 @@ class Microphone:
         self.captured = 0  # frames captured (cumulative over reopens)
         self.dropped = 0
         self.overruns = 0
-        self.open_s = 0.0  # time the stream has been open, to compare with frames * frame_s
+        self.open_s = 0.0  # time the stream has been running, to compare with frames * frame_s
         self.longest_gap_s = 0.0
         self._opened_at: float | None = None
         self.trouble: str | None = None  # what is wrong with the microphone now, if anything
         self.on_trouble: Callable[[str | None], None] | None = None  # told when that changes
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_frames)
-        self._open_ok = False  # on the loop: whether frames should be flowing
+        self._open_ok = False  # on the loop: whether the stream is open (running unless paused)
+        self._paused = False  # on the loop: stopped by pause() until frames() starts it again
+        self._resumed = asyncio.Event()  # set by resume(): frames() starts the stream
+        self._resume_asked_at = 0.0  # time.monotonic() of the latest resume(), for the log
         self._live: sd.RawInputStream | None = None  # on the audio thread only: the stream last opened
         self._resampler: Resampler | None = None
         self._pending = bytearray()
@@ -153,27 +161,59 @@ class Microphone:
             except sd.PortAudioError as error:
                 log.debug("closing input stream: %s", error)
 
+    def pause(self) -> None:
+        """Stop reading the device until `resume()`: nothing can use its audio now.
+
+        Called between frames by the one who takes them; the stream stays open.
+        """
+        self._resumed.clear()
+        if self._paused or not self._open_ok:
+            return
+        self._paused = True
+        self._stop_watching()
+        self.card.later(self._stop_live)
+        self._closed_for_now("paused")
+
+    def resume(self) -> None:
+        """Read the device again (at once: the caller is about to need the audio)."""
+        if self._paused and not self._resumed.is_set():
+            self._resume_asked_at = time.monotonic()
+            self._resumed.set()
+
+    def _stop_live(self) -> None:
+        if self._live is not None:
+            try:
+                self._live.abort()
+            except sd.PortAudioError as error:  # found again when it is started
+                log.debug("stopping input stream: %s", error)
+
+    def _start_live(self) -> None:
+        if self._live is None:
+            raise AudioError("the input stream was closed")
+        self._live.start()
+
     def close(self) -> None:
         """Stop and release the device (on the audio thread, after whatever is queued there);
         log what was captured and lost so far."""
         self._stop_watching()
         self._open_ok = False
         self.card.later(self._close_live)
-        self._closed_for_now()
+        self._closed_for_now("closed")
 
-    def _closed_for_now(self) -> None:
+    def _closed_for_now(self, how: str) -> None:
         if self._opened_at is None:
             return
         self.open_s += time.monotonic() - self._opened_at
         self._opened_at = None
         log.info(
-            "microphone: %d frames (%.1f s of audio in %.1f s open), %d dropped, %d overruns, longest gap %.0f ms",
+            "microphone: %d frames (%.1f s of audio in %.1f s open), %d dropped, %d overruns, longest gap %.0f ms; %s",
             self.captured,
             self.captured * self.frame_bytes / 2 / self.sample_rate,
             self.open_s,
             self.dropped,
             self.overruns,
             self.longest_gap_s * 1000,
+            how,
         )
 
     async def frames(self) -> AsyncIterator[bytes]:
@@ -182,6 +222,9 @@ class Microphone:
         backoff = 0.5
         taken_at: float | None = None  # when the previous frame was taken
         while True:
+            if self._paused:
+                await self._start_again(loop)
+                taken_at = None
             if not self._open_ok:
                 try:
                     self._pending.clear()
@@ -206,7 +249,7 @@ class Microphone:
                 log.warning("microphone delivered nothing for %.1f s; reopening", self.stall_s)
                 self._report(f"microphone delivered nothing for {self.stall_s:g} s")
                 self._open_ok = False
-                self._closed_for_now()
+                self._closed_for_now("reopening")
                 await self.card.rescan(self._close_live)
                 taken_at = None
                 continue
@@ -220,6 +263,25 @@ class Microphone:
                 log.info("microphone is back")
                 self._report(None)
             yield frame
+
+    async def _start_again(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Paused: wait for `resume()`, then start the stream (a failure reopens it)."""
+        await self._resumed.wait()
+        self._paused = False
+        if not self._open_ok:
+            return
+        self._pending.clear()
+        while not self._queue.empty():  # frames from before the pause
+            self._queue.get_nowait()
+        try:
+            await self.card.call(self._start_live)
+        except (sd.PortAudioError, AudioError) as error:
+            log.warning("microphone did not start again (%s); reopening", error)
+            self._open_ok = False
+            return
+        self._opened_at = self._last_frame_at = time.monotonic()
+        self._stall_timer = loop.call_later(self.stall_s, self._watch_stall, loop)
+        log.info("microphone resumed (started in %.0f ms)", (self._opened_at - self._resume_asked_at) * 1000)
 
     def _report(self, trouble: str | None) -> None:
         """Tell the owner when the microphone fails, and when it works again (once each)."""

@@ -26,8 +26,8 @@ from assistant.agent.images import ImageMaker, ImagePublisher
 from assistant.agent.providers import make_client, resolve, stages_in_use
 from assistant.agent.tools import HomeTools, Tool
 from assistant.audio.devices import SoundCard
-from assistant.audio.microphone import Microphone
 from assistant.audio.listener import Listener
+from assistant.audio.microphone import Microphone
 from assistant.config import Config
 from assistant.daemon import systemd
 from assistant.daemon.events import Events
@@ -150,6 +150,8 @@ class Assistant:
             also_first={self.bridge.result_topic} if self.bridge is not None else set(),
             max_age_s=config.mqtt.request_max_age_s,
         )
+        self.microphone: Microphone | None = None
+        self.listener.on_open = self._hear
         self.exit_code = 0
         self.config_path = config_path
         self.next_config: Config | None = None  # set by a valid SIGHUP reload
@@ -181,6 +183,8 @@ class Assistant:
         self.machine.handle(Event.MUTE if muted else Event.UNMUTE)
         if muted:
             self.listener.close()
+        else:
+            self._hear()
         self.store.save(muted=muted)
         self.link.publish(f"{self.root}/mute", "ON" if muted else "OFF", retain=True)
         log.info("microphone %s", "muted" if muted else "unmuted")
@@ -215,10 +219,17 @@ class Assistant:
         self.listener.open("followup", request_id, timeout_s=self.config.wake.followup_s)
 
     async def capture(self, microphone: Microphone) -> None:
-        """Hand every microphone frame to the listener."""
+        """Hand every microphone frame to the listener; stop reading while none can matter."""
         microphone.on_trouble = self.hearing.audio_trouble
         async for frame in microphone.frames():
             self.listener.feed(frame)
+            if not self.listener.needs_audio():
+                microphone.pause()  # until _hear
+
+    def _hear(self) -> None:
+        """A listen window opened (or the microphone was unmuted): read the microphone again."""
+        if self.microphone is not None and self.listener.needs_audio():
+            self.microphone.resume()
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -287,7 +298,7 @@ class Assistant:
             coroutines.append(self.remember_alive())
         microphone = None
         if audio:
-            microphone = Microphone(
+            microphone = self.microphone = Microphone(
                 self.card,
                 self.config.audio.input_device,
                 self.config.audio.sample_rate,
