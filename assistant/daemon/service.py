@@ -108,6 +108,11 @@ class Assistant:
         voice = make_voice(config.tts, clients.get("tts"), config.device.language, config.device.state_dir)
         self.speech = Speech(voice, self.card, self.machine, self.events)
         self.stopping = asyncio.Event()
+        self.fast_path = (
+            FastPath(self.registry, config.device.language, area=config.device.area)
+            if config.agent.local_intents
+            else None
+        )
         self.turns = Turns(
             config,
             machine=self.machine,
@@ -116,9 +121,7 @@ class Assistant:
             agent=self.agent,
             transcriber=self.transcriber,
             home_tools=self.home_tools,
-            fast_path=FastPath(self.registry, config.device.language, area=config.device.area)
-            if config.agent.local_intents
-            else None,
+            fast_path=self.fast_path,
             stopping=self.stopping,
             follow_up=self._follow_up,
         )
@@ -324,6 +327,9 @@ class Assistant:
         self.publish_state()
         systemd.notify("READY=1")
         log.info("ready: %s (mode %s)", self.root, self.config.wake.mode)
+        if self.fast_path is not None:  # not before: a request meanwhile waits for it, or loads it
+            loading = asyncio.create_task(asyncio.to_thread(self.fast_path.load))
+            tasks.append(loading)
         await self.stopping.wait()
         await self.wind_down(tasks, microphone)
         return self.exit_code
