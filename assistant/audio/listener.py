@@ -106,6 +106,15 @@ class Listener:
             or self.window_open()
         )
 
+    def wake_word_only(self) -> bool:
+        """Whether only the wake word hears the frames now (it takes them 60 ms at a time)."""
+        return (
+            self.wake is not None
+            and not self.segmenter.in_speech
+            and self.host.machine.state is not State.LISTENING
+            and not self.window_open()
+        )
+
     def open(self, reason: str, request_id: str | None = None, timeout_s: float | None = None, **extra: Any) -> str:
         """Listen for a request now (wake word, MQTT listen, follow-up); return its id."""
         self.request_id = request_id or new_id()

@@ -226,12 +226,14 @@ class Assistant:
         microphone.on_trouble = self.hearing.audio_trouble
         async for frame in microphone.frames():
             self.listener.feed(frame)
+            microphone.batch = 2 if self.listener.wake_word_only() else 1
             if not self.listener.needs_audio():
                 microphone.pause()  # until _hear
 
     def _hear(self) -> None:
         """A listen window opened (or the microphone was unmuted): read the microphone again."""
         if self.microphone is not None and self.listener.needs_audio():
+            self.microphone.batch = 1
             self.microphone.resume()
 
     # --- lifecycle -----------------------------------------------------------
