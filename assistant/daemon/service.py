@@ -246,6 +246,11 @@ class Assistant:
             if not await asyncio.to_thread(self.store.save, alive_at=time.time()):
                 await self.stopping.wait()  # the disk will not take it (warned once): a crash leaves it unknown
 
+    async def settle(self) -> None:
+        """Once ready: what start-up could leave for later (a request meanwhile does it itself)."""
+        if self.fast_path is not None:
+            await asyncio.to_thread(self.fast_path.load)
+
     def _critical_task_done(self, task: asyncio.Task[None]) -> None:
         """A loop that ends by itself is a bug: log it and stop, so systemd restarts us."""
         if task.cancelled() or self.stopping.is_set():
@@ -329,9 +334,7 @@ class Assistant:
         self.publish_state()
         systemd.notify("READY=1")
         log.info("ready: %s (mode %s)", self.root, self.config.wake.mode)
-        if self.fast_path is not None:  # not before: a request meanwhile waits for it, or loads it
-            loading = asyncio.create_task(asyncio.to_thread(self.fast_path.load))
-            tasks.append(loading)
+        tasks.append(asyncio.create_task(self.settle()))
         await self.stopping.wait()
         await self.wind_down(tasks, microphone)
         return self.exit_code
