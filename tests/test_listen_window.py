@@ -121,3 +121,30 @@ def test_muted_reads_no_audio_and_unmuting_hears_again(
     wait_log(daemon, r"microphone resumed", after=mark)
     pulse.play_into_mic(speech("hello there"), wait=False)
     assert mqtt.wait_for(f"{root}/event/transcript", timeout=15).json()["text"] == "hello"
+
+
+def test_a_microphone_that_died_while_stopped_is_reopened_when_a_window_opens(
+    fake: FakeOpenAI,
+    mqtt_broker: Broker,
+    mqtt: MqttRecorder,
+    pulse: PulseAudio,
+    speech: SpeechFactory,
+    start_daemon: StartDaemon,
+) -> None:
+    sections = mqtt_sections(mqtt_broker, fake)
+    sections["wake"]["listen_timeout_s"] = 30
+    daemon, root = start_daemon(sections, OPENAI_API_KEY="test-key")
+    wait_log(daemon, PAUSED)
+    mark = len(daemon.log())
+    pulse.pactl("suspend-source", PulseAudio.MIC_SOURCE, "1")  # it will deliver nothing once started
+    try:
+        mqtt.publish(f"{root}/listen", json.dumps({"id": "after-stall"}))
+        wait_log(daemon, r"microphone resumed", after=mark)
+        wait_log(daemon, r"microphone delivered nothing for [\d.]+ s; reopening", after=mark, timeout=10)
+    finally:
+        pulse.pactl("suspend-source", PulseAudio.MIC_SOURCE, "0")
+    wait_log(daemon, r"INFO \S+: microphone open", after=mark, timeout=15)
+    fake.transcript = REQUEST
+    pulse.play_into_mic(speech(REQUEST), wait=False)
+    transcript = mqtt.wait_for(f"{root}/event/transcript", timeout=20).json()
+    assert (transcript["id"], transcript["text"]) == ("after-stall", REQUEST)
