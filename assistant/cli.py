@@ -231,7 +231,8 @@ async def _say(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _listen(config: Config, args: argparse.Namespace) -> int:
-    from assistant.audio.devices import Microphone, SoundCard
+    from assistant.audio.devices import SoundCard
+    from assistant.audio.microphone import Microphone
     from assistant.audio.noise import WARMUP_S
     from assistant.audio.pcm import AudioError, read_wav
     from assistant.audio.vad import Segmenter, Utterance, webrtc_classifier

@@ -12,17 +12,22 @@ straight to its sound card. There is no sound card here, so the lean one capture
 FIFO that the bench fills with 30 ms of silence every 30 ms (ALSA's `file` plugin) and plays
 into ALSA's `null` device: what differs from a Pi is the card's driver, not what the daemon
 loads. `--profile` prints the resident size of the biggest mappings (`/proc/PID/smaps`).
+`--starts N` also starts each mode's daemon N more times, to ready only, and gives the median
+and range of those start-ups. The package is compiled to bytecode first, as pip does when it
+installs it (an editable install under PYTHONDONTWRITEBYTECODE would compile it at every start).
 
-    .venv/bin/python bench/idle.py [--idle-s 60] [--modes wakeword,vad,mqtt] [--profile]
+    .venv/bin/python bench/idle.py [--idle-s 60] [--modes wakeword,vad,mqtt] [--starts 5] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import errno
 import os
 import re
+import statistics
 import sys
 import tempfile
 import threading
@@ -110,7 +115,8 @@ def rss_by_mapping(smaps: str) -> dict[str, float]:
 
 
 def measure(pulse: PulseAudio, work: Path, mode: str, idle_s: float, profile: bool, alsa: dict[str, str]) -> Figures:
-    """Start one daemon in `mode` (with `alsa`'s environment), time it to ready, then let it idle."""
+    """Start one daemon in `mode` (with `alsa`'s environment), time it to ready, then let it idle
+    (`idle_s` 0: stop it once ready)."""
     broker = start_broker(workdir=work)
     api = FakeOpenAI()
     api.start()
@@ -130,6 +136,8 @@ def measure(pulse: PulseAudio, work: Path, mode: str, idle_s: float, profile: bo
         ready_s = time.monotonic() - started
         pid = daemon.process.pid
         ready_cpu = cpu_seconds(pid)
+        if idle_s <= 0:
+            return Figures(ready_s, ready_cpu, float("nan"), rss_mb(pid))
         time.sleep(2.0)  # past start-up work
         cpu0, t0 = cpu_seconds(pid), time.monotonic()
         time.sleep(idle_s)
@@ -152,11 +160,14 @@ def main() -> int:
     parser.add_argument("--idle-s", type=float, default=60.0)
     parser.add_argument("--modes", default="wakeword,vad,mqtt")
     parser.add_argument("--profile", action="store_true", help="print resident MB per mapped file")
+    parser.add_argument("--starts", type=int, default=0, help="more start-ups per mode and ALSA, to ready only")
     args = parser.parse_args()
+    compileall.compile_dir(Path(__file__).resolve().parents[1] / "assistant", quiet=1)
 
     work = Path(tempfile.mkdtemp(prefix="bench-idle-"))
     pulse = PulseAudio.start()
     loads = []
+    starts_of: dict[tuple[str, str], list[Figures]] = {}
     try:
         rows = []
         for mode in args.modes.split(","):
@@ -166,6 +177,13 @@ def main() -> int:
                 lean = measure(pulse, work, mode, args.idle_s, args.profile, alsa)
             loads.append(os.getloadavg()[0])
             rows.append((mode, via_pulse, lean))
+            for alsa_name in ("PulseAudio plugin", "lean"):
+                starts_of[mode, alsa_name] = []
+                for _ in range(args.starts):
+                    with contextlib.ExitStack() as stack:
+                        alsa = stack.enter_context(lean_alsa(work)) if alsa_name == "lean" else {}
+                        starts_of[mode, alsa_name].append(measure(pulse, work, mode, 0, False, alsa))
+                loads.append(os.getloadavg()[0])
     finally:
         pulse.stop()
     print("| wake.mode | ALSA | start-up to ready (CPU time) | idle CPU | idle RSS |")
@@ -174,7 +192,16 @@ def main() -> int:
         for name, f in (("PulseAudio plugin", via_pulse), ("lean", lean)):
             print(
                 f"| {mode} | {name} | {f.ready_s:.2f} s ({f.ready_cpu_s:.2f} s) "
-                f"| {f.idle_cpu_pct:.1f} % of one core | {f.rss_mb:.0f} MB |"
+                f"| {f.idle_cpu_pct:.2f} % of one core | {f.rss_mb:.0f} MB |"
+            )
+    for (mode, alsa_name), starts in starts_of.items():
+        if starts:
+            ready = sorted(f.ready_s for f in starts)
+            cpu = sorted(f.ready_cpu_s for f in starts)
+            print(
+                f"{mode}, {alsa_name}: {len(starts)} more start-ups to ready: "
+                f"median {statistics.median(ready):.2f} s ({ready[0]:.2f}-{ready[-1]:.2f}), "
+                f"CPU median {statistics.median(cpu):.2f} s ({cpu[0]:.2f}-{cpu[-1]:.2f})"
             )
     print(
         f"({args.idle_s:.0f} s idle each, one daemon at a time; 1-min load average "

@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -397,3 +398,14 @@ def test_memory(language: str, name: str, command: str, capsys: pytest.CaptureFi
             f"(peak +{figures['peak_mb']:.1f} MB), {figures['seconds'] * 1000:.0f} ms"
         )
     assert figures["rss_mb"] < 40
+
+
+def test_sentences_are_parsed_once_whoever_asks_first(registry: Registry) -> None:
+    """The daemon parses them in a thread once it is ready; a command meanwhile waits for that."""
+    fast = FastPath(registry, "en")
+    loader = threading.Thread(target=fast.load)
+    loader.start()
+    assert calls(fast.match("turn on the kitchen light")) == [("turn_on", {"entity_id": "light.kitchen"})]
+    loader.join()
+    fast.load()  # nothing left to do
+    assert fast.enabled

@@ -88,12 +88,41 @@ class Listener:
         # An utterance that ended before the wake word arbitration was decided: it is sent
         # only once this device is known to have heard the wake word best.
         self.held: Utterance | None = None
+        self.on_open: Callable[[], None] | None = None  # told when a window opens (the microphone starts)
 
     # --- windows -------------------------------------------------------------
 
     def window_open(self) -> bool:
         """Whether speech may start a request now."""
         return self.wake_config.mode == "vad" or self.clock() < self.listen_until
+
+    def needs_audio(self) -> bool:
+        """Whether a frame can matter now; if not, the daemon stops reading the microphone.
+
+        In "mqtt" mode nothing is heard between listen windows, and when muted nothing at all;
+        but the room's noise floor is learnt first, so that a window's first words are judged
+        against it rather than taken for the room.
+        """
+        machine = self.host.machine
+        if machine.muted:
+            return False
+        return (
+            not self.segmenter.noise.ready
+            or self.wake is not None
+            or self.wake_config.mode == "vad"
+            or self.segmenter.in_speech
+            or machine.state is State.LISTENING  # the window's end is noticed at a frame
+            or self.window_open()
+        )
+
+    def wake_word_only(self) -> bool:
+        """Whether only the wake word hears the frames now (it takes them 60 ms at a time)."""
+        return (
+            self.wake is not None
+            and not self.segmenter.in_speech
+            and self.host.machine.state is not State.LISTENING
+            and not self.window_open()
+        )
 
     def open(
         self,
@@ -117,6 +146,8 @@ class Listener:
         self.drop_early()
         self.host.wake_event({"id": self.request_id, "t": time.time(), "reason": reason, **extra})
         self.host.machine.handle(Event.WAKE)
+        if self.on_open is not None:
+            self.on_open()
         return self.request_id
 
     def close(self) -> None:

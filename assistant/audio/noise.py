@@ -140,11 +140,16 @@ class NoiseFloor:
             self.excess_db += (excess - self.excess_db) * self._excess_rate
         return level
 
+    @property
+    def ready(self) -> bool:
+        """Whether the floor is known (WARMUP_S of the room heard); until then all is background."""
+        return len(self._window) >= self._warmup_frames
+
     def is_loud(self, frame: bytes, in_speech: bool) -> bool:
         """Take one frame; whether it stands out from the room's noise (and, inside an
         utterance, from a quieter voice behind the speaker's)."""
         level = self.update(frame)
-        if len(self._window) < self._warmup_frames:
+        if not self.ready:
             return False  # the floor is not known yet: all is background
         loud = level >= max(self.floor_dbfs + self.margin_db, self.min_dbfs)
         if not in_speech and not loud:

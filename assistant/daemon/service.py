@@ -25,8 +25,9 @@ from assistant.agent.conversation import Agent, Reply
 from assistant.agent.images import ImageMaker, ImagePublisher
 from assistant.agent.providers import make_client, resolve, stages_in_use
 from assistant.agent.tools import HomeTools, Tool
-from assistant.audio.devices import Microphone, SoundCard
+from assistant.audio.devices import SoundCard
 from assistant.audio.listener import Listener
+from assistant.audio.microphone import Microphone
 from assistant.config import Config
 from assistant.daemon import systemd
 from assistant.daemon.events import Events
@@ -107,6 +108,11 @@ class Assistant:
         voice = make_voice(config.tts, clients.get("tts"), config.device.language, config.device.state_dir)
         self.speech = Speech(voice, self.card, self.machine, self.events)
         self.stopping = asyncio.Event()
+        self.fast_path = (
+            FastPath(self.registry, config.device.language, area=config.device.area)
+            if config.agent.local_intents
+            else None
+        )
         self.turns = Turns(
             config,
             machine=self.machine,
@@ -115,9 +121,7 @@ class Assistant:
             agent=self.agent,
             transcriber=self.transcriber,
             home_tools=self.home_tools,
-            fast_path=FastPath(self.registry, config.device.language, area=config.device.area)
-            if config.agent.local_intents
-            else None,
+            fast_path=self.fast_path,
             stopping=self.stopping,
             follow_up=self._follow_up,
         )
@@ -149,6 +153,8 @@ class Assistant:
             also_first={self.bridge.result_topic} if self.bridge is not None else set(),
             max_age_s=config.mqtt.request_max_age_s,
         )
+        self.microphone: Microphone | None = None
+        self.listener.on_open = self._hear
         self.exit_code = 0
         self.config_path = config_path
         self.next_config: Config | None = None  # set by a valid SIGHUP reload
@@ -180,6 +186,8 @@ class Assistant:
         self.machine.handle(Event.MUTE if muted else Event.UNMUTE)
         if muted:
             self.listener.close()
+        else:
+            self._hear()
         self.store.save(muted=muted)
         self.link.publish(f"{self.root}/mute", "ON" if muted else "OFF", retain=True)
         log.info("microphone %s", "muted" if muted else "unmuted")
@@ -214,10 +222,19 @@ class Assistant:
         self.listener.open("followup", request_id, timeout_s=self.config.wake.followup_s)
 
     async def capture(self, microphone: Microphone) -> None:
-        """Hand every microphone frame to the listener."""
+        """Hand every microphone frame to the listener; stop reading while none can matter."""
         microphone.on_trouble = self.hearing.audio_trouble
         async for frame in microphone.frames():
             self.listener.feed(frame)
+            microphone.batch = 2 if self.listener.wake_word_only() else 1
+            if not self.listener.needs_audio():
+                microphone.pause()  # until _hear
+
+    def _hear(self) -> None:
+        """A listen window opened (or the microphone was unmuted): read the microphone again."""
+        if self.microphone is not None and self.listener.needs_audio():
+            self.microphone.batch = 1
+            self.microphone.resume()
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -228,6 +245,11 @@ class Assistant:
             await asyncio.sleep(ALIVE_EVERY_S)
             if not await asyncio.to_thread(self.store.save, alive_at=time.time()):
                 await self.stopping.wait()  # the disk will not take it (warned once): a crash leaves it unknown
+
+    async def settle(self) -> None:
+        """Once ready: what start-up could leave for later (a request meanwhile does it itself)."""
+        if self.fast_path is not None:
+            await asyncio.to_thread(self.fast_path.load)
 
     def _critical_task_done(self, task: asyncio.Task[None]) -> None:
         """A loop that ends by itself is a bug: log it and stop, so systemd restarts us."""
@@ -286,7 +308,7 @@ class Assistant:
             coroutines.append(self.remember_alive())
         microphone = None
         if audio:
-            microphone = Microphone(
+            microphone = self.microphone = Microphone(
                 self.card,
                 self.config.audio.input_device,
                 self.config.audio.sample_rate,
@@ -312,6 +334,7 @@ class Assistant:
         self.publish_state()
         systemd.notify("READY=1")
         log.info("ready: %s (mode %s)", self.root, self.config.wake.mode)
+        tasks.append(asyncio.create_task(self.settle()))
         await self.stopping.wait()
         await self.wind_down(tasks, microphone)
         return self.exit_code

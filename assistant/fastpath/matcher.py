@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -56,15 +57,16 @@ class FastPath:
         """`area` is the device's own room: the "here" of "turn off the lights"."""
         self.registry = registry
         self.area = area.strip() if area and area.strip() else None
+        self.requested = language
         self.language: str | None = None  # as home-assistant-intents names it, if it has the language
         self._lang: Language | None = None
+        self._loaded = False
         try:
             self.language = resolve_language(language)
-            self._lang = load_language(self.language) if self.language else None
         except Exception:  # the fast path is optional: never stop the daemon over it
             log.exception("cannot load the local command sentences for %r", language)
-        if self._lang is None:
-            log.warning("no local command sentences for language %r: the fast path is off", language)
+            self._loaded = True
+        self._loading = threading.Lock()
         self._index: Index | None = None
         self._index_for: tuple[int, tuple[str, ...]] | None = (
             None  # the registry version and allowlist it was built for
@@ -72,9 +74,24 @@ class FastPath:
         self._plans: OrderedDict[str, Plan | None] = OrderedDict()  # text -> its plan, for `_index`
         self.recognitions = 0  # hassil recognitions run so far (a text already matched runs none)
 
+    def load(self) -> None:
+        """Parse the language's sentences (about 0.1 s of CPU), once; the first `match` does it
+        if nobody did before (the daemon does it in a thread once it is ready)."""
+        with self._loading:
+            if self._loaded:
+                return
+            try:
+                self._lang = load_language(self.language) if self.language else None
+            except Exception:  # the fast path is optional: never stop the daemon over it
+                log.exception("cannot load the local command sentences for %r", self.requested)
+            if self._lang is None:
+                log.warning("no local command sentences for language %r: the fast path is off", self.requested)
+            self._loaded = True
+
     @property
     def enabled(self) -> bool:
         """Whether a language was loaded (otherwise `match` always gives None)."""
+        self.load()
         return self._lang is not None
 
     def match(self, text: str) -> FastMatch | None:
@@ -83,6 +100,7 @@ class FastPath:
         Recognised once per text and registry version; the calls and the confirmation are made
         afresh on every match (the confirmation names entities as they are now).
         """
+        self.load()
         lang = self._lang
         text = text.strip()
         if lang is None or not text or len(text) > MAX_TEXT_CHARS:
