@@ -166,7 +166,8 @@ def test_pause_comes_before_the_end_and_resumed_cancels_it(tmp_path: Path) -> No
     assert isinstance(last_pause, Pause) and isinstance(utterance, Utterance)
     # the last pause holds the whole request: the utterance adds only the rest of the silence
     assert utterance.audio.startswith(last_pause.audio)
-    assert len(utterance.audio) - len(last_pause.audio) == (20 - 9) * FRAME_BYTES  # frames of 600 ms less 270 ms
+    # frames of 600 ms less 270 ms; one fewer when the last speech frame ended quiet (10 ms steps)
+    assert len(utterance.audio) - len(last_pause.audio) in ((19 - 9) * FRAME_BYTES, (20 - 9) * FRAME_BYTES)
 
 
 def test_early_ms_zero_means_no_pause() -> None:
@@ -185,3 +186,34 @@ def test_finish_ends_the_utterance_now() -> None:
     utterance = segmenter.finish()
     assert isinstance(utterance, Utterance) and utterance.end_s == pytest.approx(0.3)
     assert not segmenter.in_speech and segmenter.finish() is None
+
+
+def frames_until_the_end(last_frame: np.ndarray, silence_ms: int = 600) -> int:
+    """Silent frames fed after 1 s of speech whose last frame is `last_frame`, until the utterance ends."""
+    decisions = iter([True] * 33 + [False] * 100)
+    segmenter = Segmenter(VadConfig(silence_ms=silence_ms), lambda _frame: next(decisions), RATE, FRAME_MS)
+    loud = np.full(FRAME_BYTES // 2, 1000, dtype=np.int16)
+    for _ in range(32):
+        assert not isinstance(segmenter.feed(loud.tobytes()), Utterance)
+    assert segmenter.feed(last_frame.astype(np.int16).tobytes()) is None
+    for count in range(1, 100):
+        if isinstance(segmenter.feed(bytes(FRAME_BYTES)), Utterance):
+            return count
+    raise AssertionError("no utterance")
+
+
+def test_the_end_is_not_rounded_up_to_the_frame_grid() -> None:
+    """The silence counts from inside the last speech frame (10 ms steps), to the nearest frame edge."""
+    sub = FRAME_BYTES // 2 // 3  # samples in 10 ms
+    loud = np.full(FRAME_BYTES // 2, 1000)
+    assert frames_until_the_end(loud) == 20  # speech to the frame's end: 600 ms of silence after it
+    ends_early = loud.copy()
+    ends_early[sub:] = 0  # speech ends 10 ms into its last frame: 20 ms of it were already silent
+    assert frames_until_the_end(ends_early) == 19  # 590-600 ms, not 620-630
+    ends_mid = loud.copy()
+    ends_mid[2 * sub :] = 0  # 10 ms of it silent
+    assert frames_until_the_end(ends_mid) == 19  # 580-590 ms is nearer to 600 than 610-620
+    assert frames_until_the_end(ends_early, silence_ms=300) == 9
+    faint_tail = loud.copy()
+    faint_tail[sub:] = 20  # below the speech level (no noise measured: 30 rms)
+    assert frames_until_the_end(faint_tail) == 19
