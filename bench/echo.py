@@ -3,7 +3,7 @@
 It records the default input and plays to the default output through sounddevice, with
 the daemon's settings (16 kHz mono, 30 ms capture blocks, a blocking output stream),
 and answers a click with a click as fast as it can: its output stream is kept running
-on 10 ms writes of silence, as the daemon's is while it waits for a reply's first audio.
+on 5 ms writes of silence, as the daemon's is while it waits for a reply's first audio.
 (A stream started only when there is something to play drops its first ~35 ms through
 ALSA's PulseAudio plugin, a whole click.) For each click it prints one line,
 `index frames`: where in its capture block the click began and the block's length, so
@@ -27,7 +27,7 @@ import sounddevice as sd
 
 RATE = 16000
 BLOCK = 480  # 30 ms, the daemon's frame
-SILENCE = bytes(RATE // 100 * 2)  # 10 ms
+SILENCE = bytes(RATE // 200 * 2)  # 5 ms
 CLICK = array("h", (int(12000 * math.sin(2 * math.pi * 1000 * i / RATE)) for i in range(RATE // 50))).tobytes()
 
 
@@ -54,7 +54,7 @@ def main() -> int:
         while not done.is_set():
             if heard.is_set():
                 heard.clear()
-                out.write(CLICK + SILENCE * 10)
+                out.write(CLICK + SILENCE * 20)
             else:
                 out.write(SILENCE)  # blocks until there is room: paced by the device
 

@@ -19,7 +19,7 @@ import sounddevice as sd
 
 log = logging.getLogger(__name__)
 
-WRITE_S = 0.01  # silence is written in pieces this long
+WRITE_S = 0.005  # silence is written in pieces this long: a sound waits for at most one
 MAX_S = 60.0
 
 
