@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 from array import array
 from collections.abc import AsyncIterator
@@ -20,11 +21,13 @@ CLICK_LOUD = int((np.abs(np.frombuffer(CLICK, dtype=np.int16)) > 1000).sum())
 
 
 async def playing(pulse: PulseAudio, running: bool, timeout: float = 5.0) -> None:
-    """Wait until the virtual speaker has (or has not) a running stream of ours."""
+    """Wait until this process has (or has not) a running output stream in PulseAudio."""
     deadline = time.monotonic() + timeout
+    ours = f'application.process.id = "{os.getpid()}"'
     while True:
         sinks = await asyncio.to_thread(pulse.pactl, "list", "sink-inputs")
-        if ("Corked: no" in sinks) == running:
+        streams = [block for block in sinks.split("Sink Input #") if ours in block]
+        if any("Corked: no" in block for block in streams) == running:
             return
         assert time.monotonic() < deadline, f"output stream {'never started' if running else 'still running'}:\n{sinks}"
         await asyncio.sleep(0.02)
