@@ -75,3 +75,26 @@ def test_a_warm_stream_with_nothing_to_play_stops(pulse: PulseAudio) -> None:
             card.close()
 
     asyncio.run(scenario())
+
+
+def test_a_sound_on_a_stopped_stream_is_heard_whole_too(pulse: PulseAudio) -> None:
+    """A chime, or a reply that comes at once: the stream starts with the sound, and loses none of it."""
+
+    async def scenario() -> list[int]:
+        card = SoundCard(None)
+        heard = []
+        try:
+            for warm_first in (False, True):  # cold; and warmed just before the sound ("say")
+                with SpeakerRecorder(pulse) as speaker:
+                    if warm_first:
+                        card.warm(RATE)
+                    await card.play(reply(), lambda: RATE)
+                    speaker.wait_for_sound(threshold=1000, timeout=5)
+                    await playing(pulse, False)
+                    heard.append(int((np.abs(speaker.samples().astype(np.int32)) > 1000).sum()))
+        finally:
+            card.close()
+        return heard
+
+    for heard in asyncio.run(scenario()):
+        assert heard >= 0.9 * CLICK_LOUD, f"{heard} of the click's {CLICK_LOUD} loud samples were heard"

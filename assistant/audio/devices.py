@@ -149,8 +149,7 @@ class SoundCard:
     def _prime(self, rate: int) -> None:
         self._open_output(rate)
         if not self._running:
-            self._out.start()
-            self._running = True
+            self._start()
             self._warm.start(self._out, self._out_rate, self._drain, self._close_output)
 
     def _feed_no_more(self) -> None:
@@ -162,13 +161,19 @@ class SoundCard:
         self._open_output(rate)
         self._resampler = Resampler(rate, self._out_rate) if rate != self._out_rate else None
         if not self._running:
-            self._out.start()
-            self._running = True
+            self._start()
 
     def _write(self, data: bytes) -> None:
         if self._resampler is not None:
             data = self._resampler.process(data)
         self._out.write(data)
+
+    def _start(self) -> None:
+        """Start the stream with its own latency's worth of silence: through ALSA's PulseAudio
+        plugin, what is written first after a start is dropped (the first syllable, a chime)."""
+        self._out.start()
+        self._running = True
+        self._out.write(bytes(int(self._out.latency * self._out_rate) * 2))
 
     def _drain(self) -> None:
         self._warm.stop()
