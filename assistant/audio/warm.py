@@ -1,11 +1,12 @@
 """Keep a started output stream running on silence while a sound is on its way.
 
-Through ALSA's PulseAudio plugin, a blocking output stream that is started only once the
-sound is there drops the sound's first ~35 ms: the first syllable of every reply. A stream
-that is already running, fed with silence, plays the first sample whole and as soon as
-the silence already buffered (one short write) has played. Silence is written in short
-pieces, each its own job on the audio thread, so other audio work runs in between; it
-never runs at rest, and it stops by itself after `MAX_S` should nobody stop it.
+Through ALSA's PulseAudio plugin, the first ~35 ms written to a freshly started output
+stream are dropped: started by the reply itself, the stream would cut its first syllable.
+A stream that is already running on silence plays the reply's first sample whole, once the
+silence buffered ahead of it (up to one buffer, ~35 ms here) has played: as soon as a fresh
+stream would have. Silence is written in short pieces, each its own job on the audio thread,
+so other audio work waits for one piece at most; it never runs at rest, and it stops by
+itself after `MAX_S` should nobody stop it.
 """
 
 from __future__ import annotations
