@@ -39,10 +39,11 @@ class SoundCard:
 
     The output stream is opened once, stopped between sounds and reopened only after an
     error, so a device that allows a single stream works and a reply pays no open cost.
-    While a reply is on its way, `warm` keeps it running on silence (not at rest), so the
-    reply's first sample plays at once and whole: a stream started with the sound drops
-    its first ~35 ms through ALSA's PulseAudio plugin. Sounds queue in arrival order (a
-    chime asked for during a reply plays after it). PortAudio is touched on `self._thread` only.
+    While a reply is on its way, `warm` keeps it running on silence (not at rest): through
+    ALSA's PulseAudio plugin the first ~35 ms written after a start are dropped, so a stream
+    started by a sound begins with that much silence, and a warm one has it behind it. Sounds
+    queue in arrival order (a chime asked for during a reply plays after it). PortAudio is
+    touched on `self._thread` only.
     """
 
     def __init__(self, output_device: str | int | None) -> None:
