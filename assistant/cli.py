@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # them first: every exit read as 255 and logged as "Unknown child process pid N".
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     if args.command == "devices":
-        from assistant.audio.devices import list_devices
+        from assistant.audio.lookup import list_devices
 
         print(list_devices())
         return 0
@@ -354,7 +354,7 @@ async def _check_stages(config: Config) -> bool:
 
 
 async def _check(config: Config, args: argparse.Namespace) -> int:
-    from assistant.audio.devices import device_name, list_devices
+    from assistant.audio.lookup import device_name, list_devices
     from assistant.audio.pcm import AudioError
     from assistant.config import find_config_file
     from assistant.home.registry import Registry

@@ -5,6 +5,9 @@ injected delays (transcription 300 ms, first token 300 ms then 30 tokens/s, TTS 
 byte 150 ms). Speech is played into the PulseAudio virtual microphone; both the
 microphone feed and the virtual speaker are recorded through parec, so the end of
 speech and the first reply sample are timed by the same clock with the same latency.
+The harness's own share (the virtual microphone and speaker through ALSA's PulseAudio
+plugin) is measured first with bench/echo.py, which answers a click with a click and
+does nothing else; the daemon's overhead is what is left over the bound after it.
 
     .venv/bin/python bench/latency.py [--turns 20] [--idle-s 60] [--fast-path-only]
 """
@@ -14,10 +17,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +85,60 @@ def measure_turns(pulse: PulseAudio, mqtt: MqttRecorder, root: str, wav: Path, t
             latencies.append(first_sound - end_of_speech)
         time.sleep(0.3)
     return latencies
+
+
+def click_wav(path: Path) -> Path:
+    """0.3 s of silence, a 20 ms 1 kHz click, 0.3 s of silence (16 kHz mono)."""
+    rate = 16000
+    t = np.arange(rate // 50) / rate
+    click = (12000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
+    quiet = np.zeros(int(rate * 0.3), dtype=np.int16)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(np.concatenate([quiet, click, quiet]).tobytes())
+    return path
+
+
+def measure_harness(pulse: PulseAudio, wav: Path, turns: int) -> list[tuple[float, float]]:
+    """The harness's own audio path, per click: (click -> echo, the same less the capture block's fill).
+
+    bench/echo.py records the virtual microphone and plays to the virtual speaker with
+    the daemon's settings and does nothing else; the click and its echo are timed by the
+    same two parec recorders as the daemon's turns. The capture block's fill (the click
+    waits in a 30 ms block until the block is full) is taken out: for the daemon it is
+    the frame grid, which the daemon's own endpointing decides.
+    """
+    echo = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("echo.py"))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=pulse.subprocess_env(),
+    )
+    assert echo.stdout is not None and echo.stdin is not None
+    try:
+        if echo.stdout.readline().strip() != "ready":
+            raise RuntimeError("bench/echo.py did not start")
+        results = []
+        for _turn in range(turns):
+            with SpeakerRecorder(pulse) as speaker, SpeakerRecorder(pulse, device="micsrc.monitor") as mic:
+                pulse.play_into_mic(wav)
+                echoed = speaker.wait_for_sound(threshold=SOUND_THRESHOLD, timeout=10)
+                index, frames = (int(word) for word in echo.stdout.readline().split())
+                clicked = mic.first_sound_time(threshold=SOUND_THRESHOLD)
+                assert clicked is not None
+                results.append((echoed - clicked, echoed - clicked - (frames - index) / 16000))
+            time.sleep(0.2)
+        return results
+    finally:
+        echo.stdin.close()
+        try:
+            echo.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            echo.kill()
+            echo.wait()
 
 
 def measure_idle(pid: int, seconds: float) -> tuple[float, float]:
@@ -221,7 +280,7 @@ def fast_path_only(turns: int) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=20)
-    parser.add_argument("--idle-s", type=float, default=60.0)
+    parser.add_argument("--idle-s", type=float, default=60.0, help="0: skip the idle measurement")
     parser.add_argument("--fast-path-only", action="store_true", help="only the fast path's spoken commands")
     args = parser.parse_args()
     if args.fast_path_only:
@@ -242,6 +301,7 @@ def main() -> int:
     ask = speech_wav("what is the weather like", work / "ask.wav", pad_before=0.8, pad_after=0.2)
     command = speech_wav("turn on the kitchen light", work / "command.wav", pad_before=0.8, pad_after=0.2)
 
+    harness = measure_harness(pulse, click_wav(work / "click.wav"), args.turns)
     started = time.monotonic()
     daemon = Daemon(config, daemon_env(pulse.env, OPENAI_API_KEY="test-key"), work / "daemon.log")
     try:
@@ -254,15 +314,29 @@ def main() -> int:
         daemon.stop()
         mqtt.close()
     try:
-        idle = measure_idle_modes(pulse, broker, api, work, args.idle_s)
+        idle = measure_idle_modes(pulse, broker, api, work, args.idle_s) if args.idle_s > 0 else {}
     finally:
         api.stop()
         broker.stop()
         pulse.stop()
 
+    report(latencies, harness, fast, startup_s, idle, args.idle_s)
+    return 0
+
+
+def report(
+    latencies: list[float],
+    harness: list[tuple[float, float]],
+    fast: list[tuple[float, float]],
+    startup_s: float,
+    idle: dict[str, tuple[float, float]],
+    idle_s: float,
+) -> None:
+    """Print the figures, the harness's share apart from the daemon's."""
     vad = VadConfig()
     naive, overlapped = lower_bounds(vad.silence_ms / 1000, vad.early_ms / 1000)
     p50, p95 = statistics.median(latencies), percentile(latencies, 95)
+    echo = statistics.median(h[1] for h in harness)
     to_command = [f[0] for f in fast]
     speech_to_command = [f[1] for f in fast]
     rows = [
@@ -271,8 +345,20 @@ def main() -> int:
         ("lower bound from the delays (silence, then transcription)", f"{naive * 1000:.0f} ms"),
         ("lower bound with transcription started at the pause", f"{overlapped * 1000:.0f} ms"),
         (
-            "overhead over that bound, p50 / p95",
+            "overhead over that bound, p50 / p95 (harness included)",
             f"{(p50 - overlapped) * 1000:.0f} / {(p95 - overlapped) * 1000:.0f} ms",
+        ),
+        (
+            "harness: click -> echo through the same audio path, p50 / p95 (capture block's fill excluded)",
+            f"{echo * 1000:.0f} / {percentile([h[1] for h in harness], 95) * 1000:.0f} ms",
+        ),
+        (
+            "harness: click -> echo, p50 (block's fill included)",
+            f"{statistics.median(h[0] for h in harness) * 1000:.0f} ms",
+        ),
+        (
+            "daemon overhead (over the bound, less the harness p50), p50 / p95",
+            f"{(p50 - overlapped - echo) * 1000:.0f} / {(p95 - overlapped - echo) * 1000:.0f} ms",
         ),
         (
             "fast path: transcript -> MQTT command, p50 / p95",
@@ -285,16 +371,14 @@ def main() -> int:
         ("start-up to ready", f"{startup_s:.2f} s"),
     ]
     for mode, (cpu, rss) in idle.items():
-        rows.append(
-            (f"idle, wake.mode={mode}, {args.idle_s:.0f} s: CPU / RSS", f"{cpu:.1f} % of one core / {rss:.0f} MB")
-        )
+        rows.append((f"idle, wake.mode={mode}, {idle_s:.0f} s: CPU / RSS", f"{cpu:.1f} % of one core / {rss:.0f} MB"))
     print_table(rows)
+    print("per turn, end of speech -> first reply audio (ms):", " ".join(f"{x * 1000:.0f}" for x in latencies))
     print(
         f"(silence_ms {vad.silence_ms}, early_ms {vad.early_ms}, transcription {STT_DELAY_S * 1000:.0f} ms, "
         f"first token {FIRST_TOKEN_S * 1000:.0f} ms, {TOKENS_PER_S} tokens/s, "
         f"TTS first byte {TTS_FIRST_BYTE_S * 1000:.0f} ms)"
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -451,7 +451,7 @@ class _Handler(BaseHTTPRequestHandler):
             models = [{"id": mid, "object": "model", "created": 0, "owned_by": "fake"} for mid in MODELS]
             self._send_json(200, {"object": "list", "data": models})
         elif op == "chat/completions":
-            self._chat(fake, rec.json)
+            self._chat(fake, rec.json, rec.t)
         elif op == "responses":
             self._responses(fake, rec.json)
         elif op == "audio/transcriptions":
@@ -463,7 +463,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- ops
 
-    def _chat(self, fake: FakeOpenAI, req: dict[str, Any] | None) -> None:
+    def _chat(self, fake: FakeOpenAI, req: dict[str, Any] | None, arrived: float) -> None:
         if req is None:
             raise _HTTPError(400, "Expected a JSON body")
         if not isinstance(req.get("messages"), list):
@@ -502,14 +502,16 @@ class _Handler(BaseHTTPRequestHandler):
                 obj["usage"] = None  # every chunk but the last carries a null usage
             return obj
 
-        first = True
+        due = arrived  # each piece is due on a schedule counted from the request's arrival, as the
+        first = True  # speech's first byte is: parsing and sleeping late do not add up
 
         def pace() -> None:
-            nonlocal first
-            delay = fake.first_token_delay_s if first else fake.token_delay_s
+            nonlocal first, due
+            due += fake.first_token_delay_s if first else fake.token_delay_s
             first = False
-            if delay > 0:
-                time.sleep(delay)
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
 
         self._start_chunked("text/event-stream; charset=utf-8")
         self._sse(chunk({"role": "assistant", "content": "" if pieces or not calls else None, "refusal": None}))

@@ -179,7 +179,8 @@ def test_pause_comes_before_the_end_and_resumed_cancels_it(tmp_path: Path) -> No
     assert isinstance(last_pause, Pause) and isinstance(utterance, Utterance)
     # the last pause holds the whole request: the utterance adds only the rest of the silence
     assert utterance.audio.startswith(last_pause.audio)
-    assert len(utterance.audio) - len(last_pause.audio) == (20 - 9) * FRAME_BYTES  # frames of 600 ms less 270 ms
+    # frames of 600 ms less 270 ms; one fewer when the last speech frame ended quiet (10 ms steps)
+    assert len(utterance.audio) - len(last_pause.audio) in ((19 - 9) * FRAME_BYTES, (20 - 9) * FRAME_BYTES)
 
 
 def test_early_ms_zero_means_no_pause() -> None:
@@ -192,3 +193,36 @@ def test_finish_ends_the_utterance_now() -> None:
     utterance = segmenter.finish()
     assert isinstance(utterance, Utterance) and utterance.end_s == pytest.approx((WARMUP + 10) * 0.03)
     assert not segmenter.in_speech and segmenter.finish() is None
+
+
+def frames_until_the_end(last_frame: np.ndarray, silence_ms: int = 600) -> int:
+    """Silent frames fed after 1 s of speech whose last frame is `last_frame`, until the utterance ends
+    (after WARMUP quiet frames: the noise floor judges nothing before it knows the room)."""
+    decisions = iter([False] * WARMUP + [True] * 33 + [False] * 100)
+    segmenter = Segmenter(VadConfig(silence_ms=silence_ms), lambda _frame: next(decisions), RATE, FRAME_MS)
+    for _ in range(WARMUP):
+        assert segmenter.feed(QUIET) is None
+    for index in range(32):
+        assert not isinstance(segmenter.feed(loud(index)), Utterance)
+    assert segmenter.feed(last_frame.astype("<i2").tobytes()) is None
+    for count in range(1, 100):
+        if isinstance(segmenter.feed(QUIET), Utterance):
+            return count
+    raise AssertionError("no utterance")
+
+
+def test_the_end_is_not_rounded_up_to_the_frame_grid() -> None:
+    """The silence counts from inside the last speech frame (10 ms steps), to the nearest frame edge."""
+    sub = FRAME_BYTES // 2 // 3  # samples in 10 ms
+    speech = np.frombuffer(loud(0), dtype="<i2").copy()
+    assert frames_until_the_end(speech) == 20  # speech to the frame's end: 600 ms of silence after it
+    ends_early = speech.copy()
+    ends_early[sub:] = 0  # speech ends 10 ms into its last frame: 20 ms of it were already silent
+    assert frames_until_the_end(ends_early) == 19  # 590-600 ms, not 620-630
+    ends_mid = speech.copy()
+    ends_mid[2 * sub :] = 0  # 10 ms of it silent
+    assert frames_until_the_end(ends_mid) == 19  # 580-590 ms is nearer to 600 than 610-620
+    assert frames_until_the_end(ends_early, silence_ms=300) == 9
+    faint_tail = speech.copy()
+    faint_tail[sub:] = np.tile(np.array([3, -3]), (len(faint_tail) - sub) // 2)  # under the floor's -70 dBFS minimum
+    assert frames_until_the_end(faint_tail) == 19

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,6 +155,17 @@ def make_client(api: ApiSettings) -> openai.AsyncOpenAI:
         max_retries=api.max_retries,
         http_client=http,
     )
+
+
+def prewarm(clients: Iterable[openai.AsyncOpenAI]) -> None:
+    """Build the SDK's parts that a turn's requests use, before the first turn needs them.
+
+    The SDK creates `client.chat`, `client.audio` and their resources (and imports their
+    types) on first use: 50-150 ms of CPU here, several times that on a Pi, which the first
+    reply would otherwise wait for. Run on a worker thread while the request is spoken.
+    """
+    for client in clients:
+        _ = client.chat.completions, client.audio.transcriptions, client.audio.speech.with_streaming_response
 
 
 class CredentialError(Exception):

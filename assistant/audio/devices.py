@@ -21,7 +21,9 @@ from typing import Any
 
 import sounddevice as sd
 
-from assistant.audio.pcm import AudioError, Resampler
+from assistant.audio.lookup import find_device
+from assistant.audio.pcm import Resampler
+from assistant.audio.warm import KeepWarm
 
 log = logging.getLogger(__name__)
 
@@ -29,45 +31,16 @@ log = logging.getLogger(__name__)
 WRITE_S = 0.05  # playback is written in pieces this long, so stopping is quick and safe
 
 
-def find_device(spec: str | int | None, kind: str) -> int | None:
-    """Resolve a device by index or case-insensitive name substring; None = default."""
-    if spec is None or spec == "":
-        return None
-    channels_key = "max_input_channels" if kind == "input" else "max_output_channels"
-    devices = sd.query_devices()
-    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
-        index = int(spec)
-        if 0 <= index < len(devices) and devices[index][channels_key] > 0:
-            return index
-        raise AudioError(f"audio.{kind}_device: no {kind} device with index {index}")
-    for index, device in enumerate(devices):
-        if spec.lower() in device["name"].lower() and device[channels_key] > 0:
-            return index
-    raise AudioError(f"audio.{kind}_device: no {kind} device matches {spec!r}")
-
-
-def device_name(spec: str | int | None, kind: str) -> str:
-    """The device that `spec` selects (the system default when unset); AudioError if there is none."""
-    index = find_device(spec, kind)
-    try:
-        info = sd.query_devices(kind=kind) if index is None else sd.query_devices(index, kind)
-    except sd.PortAudioError:
-        raise AudioError(f"no {kind} device: the system has none (or no default one)") from None
-    return str(info["name"])
-
-
-def list_devices() -> str:
-    """A readable table of the audio devices, defaults marked."""
-    return str(sd.query_devices())
-
-
 class SoundCard:
     """The one owner of PortAudio: plays sounds in order through one long-lived output stream.
 
-    The output stream is opened once (ahead of time with `warm`), stopped between sounds
-    and reopened only after an error, so a device that allows a single stream works and a
-    reply pays no open cost. Sounds queue in arrival order (a chime asked for during a
-    reply plays after it). Everything that touches PortAudio runs on `self._thread`.
+    The output stream is opened once, stopped between sounds and reopened only after an
+    error, so a device that allows a single stream works and a reply pays no open cost.
+    While a reply is on its way, `warm` keeps it running on silence (not at rest): through
+    ALSA's PulseAudio plugin the first ~35 ms written after a start are dropped, so a stream
+    started by a sound begins with that much silence, and a warm one has it behind it. Sounds
+    queue in arrival order (a chime asked for during a reply plays after it). PortAudio is
+    touched on `self._thread` only.
     """
 
     def __init__(self, output_device: str | int | None) -> None:
@@ -79,6 +52,7 @@ class SoundCard:
         self._out: Any = None
         self._out_rate = 0
         self._running = False
+        self._warm = KeepWarm(self.later)
         self._resampler: Resampler | None = None
 
     async def call(self, function: Callable[..., Any], *args: Any) -> Any:
@@ -91,8 +65,12 @@ class SoundCard:
         return self._turn
 
     def warm(self, sample_rate: int) -> None:
-        """Open the output stream now (while a reply is being requested), if it is not open."""
-        self.later(functools.partial(self._open_output, sample_rate))
+        """Start the output stream now, while a reply is being requested: silence until a sound or `rest`."""
+        self.later(functools.partial(self._prime, sample_rate))
+
+    def rest(self) -> None:
+        """No sound is coming after all: stop the silence that `warm` started (not a sound)."""
+        self.later(self._feed_no_more)
 
     async def play(
         self, chunks: AsyncIterator[bytes], sample_rate: Callable[[], int], stop: asyncio.Event | None = None
@@ -166,19 +144,37 @@ class SoundCard:
         self._out_rate = int(self._out.samplerate)
         self._running = False
 
+    def _prime(self, rate: int) -> None:
+        self._open_output(rate)
+        if not self._running:
+            self._start()
+            self._warm.start(self._out, self._out_rate, self._drain, self._close_output)
+
+    def _feed_no_more(self) -> None:
+        if self._warm.on:  # still only silence: no sound has begun since `warm`
+            self._drain()
+
     def _begin(self, rate: int) -> None:
+        self._warm.stop()
         self._open_output(rate)
         self._resampler = Resampler(rate, self._out_rate) if rate != self._out_rate else None
         if not self._running:
-            self._out.start()
-            self._running = True
+            self._start()
 
     def _write(self, data: bytes) -> None:
         if self._resampler is not None:
             data = self._resampler.process(data)
         self._out.write(data)
 
+    def _start(self) -> None:
+        """Start the stream with its own latency's worth of silence: through ALSA's PulseAudio
+        plugin, what is written first after a start is dropped (the first syllable, a chime)."""
+        self._out.start()
+        self._running = True
+        self._out.write(bytes(int(self._out.latency * self._out_rate) * 2))
+
     def _drain(self) -> None:
+        self._warm.stop()
         if self._out is not None and self._running:
             self._out.stop()
             self._running = False
@@ -194,6 +190,7 @@ class SoundCard:
             self._running = False
 
     def _close_output(self) -> None:
+        self._warm.stop()
         stream, self._out, self._running = self._out, None, False
         if stream is not None:
             try:

@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator, Callable
 
 import sounddevice as sd
 
-from assistant.audio.devices import SoundCard, find_device
+from assistant.audio.devices import SoundCard
+from assistant.audio.lookup import find_device
 from assistant.audio.pcm import AudioError, Resampler, apply_gain
 
 log = logging.getLogger(__name__)

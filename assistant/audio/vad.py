@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import webrtcvad
 
-from assistant.audio.noise import NoiseFloor
+from assistant.audio.noise import NoiseFloor, band_dbfs
 from assistant.config import VadConfig
 
 
@@ -74,6 +74,8 @@ class Segmenter:
     room's noise floor (`NoiseFloor`): webrtcvad calls steady noise (a fan, a fridge)
     speech for as long as it lasts, and keeps calling frames speech for about 100 ms
     after the voice stops (its hangover), so the end is found sooner and truer.
+    The silence counts from inside the last speech frame (its quiet 10 ms tail): the end
+    comes at the frame edge nearest to `silence_ms` after the speech, not up to a frame later.
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class Segmenter:
         self._start_s = 0.0
         self._last_speech_end_s = 0.0
         self._silence_run = 0
+        self._quiet_tail_ms = 0  # the last speech frame's quiet end, once the silence has begun
         self._paused = False
 
     def hear(self, frame: bytes) -> None:
@@ -162,17 +165,32 @@ class Segmenter:
                 self._paused = False
                 return Resumed()
         else:
+            if self._silence_run == 0:
+                last = bytes(self._audio[-2 * self.frame_bytes : -self.frame_bytes])
+                loud_dbfs = max(self.noise.floor_dbfs + self.noise.margin_db, self.noise.min_dbfs)
+                self._quiet_tail_ms = quiet_tail_ms(last, loud_dbfs, self.sample_rate)
             self._silence_run += 1
             # No Pause for what `finish` would drop as too short: its audio would be sent for
             # early transcription all the same (a wake word's tail, a click).
             long_enough = (self._last_speech_end_s - self._start_s) * 1000 >= self.config.min_utterance_ms
-            if self._silence_run == self._early_frames and long_enough:
+            if self._silence_run == self._early_frames and long_enough and not self._silence_is_over():
                 self._paused = True
                 return Pause(bytes(self._audio), self.sample_rate)
         too_long = len(self._audio) / 2 / self.sample_rate >= self.config.max_utterance_s
-        if self._silence_run < self._silence_frames and not too_long:
+        if not self._silence_is_over() and not too_long:
             return None
         return self.finish()
+
+    def _silence_is_over(self) -> bool:
+        """Whether `silence_ms` has passed since the speech ended, to the nearest frame edge.
+
+        Frames come every `frame_ms`; waiting for a whole `silence_ms` after the end of the
+        frame the speech ended in would add up to a frame (15 ms on average) every time.
+        """
+        if self._silence_run == 0:
+            return False
+        heard_ms = self._silence_run * self.frame_ms + self._quiet_tail_ms + SUB_FRAME_MS / 2  # mid-step
+        return heard_ms + self.frame_ms / 2 >= self.config.silence_ms
 
     def finish(self) -> Utterance | None:
         """End the utterance in progress now (e.g. the pause already holds a complete command)."""
@@ -183,3 +201,21 @@ class Segmenter:
         if (utterance.end_s - utterance.start_s) * 1000 < self.config.min_utterance_ms:
             return None
         return utterance
+
+
+SUB_FRAME_MS = 10
+
+
+def quiet_tail_ms(frame: bytes, loud_dbfs: float, sample_rate: int = 16000) -> int:
+    """How long the end of a speech frame is quiet, in 10 ms steps (its high-passed level,
+    as the noise floor measures it, below `loud_dbfs`).
+
+    Only the frame that ends the speech is looked at, once: no cost while nobody speaks.
+    """
+    step = sample_rate * SUB_FRAME_MS // 1000 * 2
+    quiet = 0
+    for end in range(len(frame), step - 1, -step):
+        if band_dbfs(frame[end - step : end]) >= loud_dbfs:
+            break
+        quiet += SUB_FRAME_MS
+    return quiet

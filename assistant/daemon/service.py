@@ -23,7 +23,7 @@ from typing import Any
 
 from assistant.agent.conversation import Agent, Reply
 from assistant.agent.images import ImageMaker, ImagePublisher
-from assistant.agent.providers import make_client, resolve, stages_in_use
+from assistant.agent.providers import make_client, prewarm, resolve, stages_in_use
 from assistant.agent.tools import HomeTools, Tool
 from assistant.audio.devices import SoundCard
 from assistant.audio.listener import Listener
@@ -96,6 +96,7 @@ class Assistant:
         self.machine = StateMachine(config.wake.mode, bool(self.store.load().get("muted", False)), self._state_changed)
         self.state_published = False  # the state goes out once the daemon is ready
         clients = {stage: make_client(resolve(config, stage, env)) for stage in stages_in_use(config)}
+        self.clients_to_warm = list(clients.values())  # emptied once warmed, as the first request comes
         self.transcriber = Transcriber(config.stt, clients["stt"])
         self.home_tools = HomeTools(self.registry, self.publish_command, self.bridge)
         self.images = (
@@ -164,6 +165,9 @@ class Assistant:
 
     def _state_changed(self, state: State) -> None:
         """The state machine moved: publish `<root>/state` (retained) and tell systemd."""
+        if state in (State.LISTENING, State.TRANSCRIBING, State.THINKING) and self.clients_to_warm:
+            clients, self.clients_to_warm = self.clients_to_warm, []
+            asyncio.get_running_loop().run_in_executor(None, prewarm, clients)
         if self.daemon and self.state_published:
             self.link.publish(f"{self.root}/state", state, retain=True)
             systemd.notify(f"STATUS={state}")

@@ -75,10 +75,16 @@ class Speech:
         each other without a gap. Failures are reported, never fatal.
         """
         voice = self.voice
-        if voice is not None:
-            self.card.warm(voice.sample_rate)  # the stream opens while the first sentence is requested
-        first = await pieces.get()
-        if voice is None or first is None:
+        if voice is None:
+            return
+        self.card.warm(voice.sample_rate)  # the stream runs (on silence) while the first sentence is requested
+        first: str | None = None
+        try:
+            first = await pieces.get()
+        finally:
+            if first is None:
+                self.card.rest()  # nothing to say after all (or cancelled): no silence at rest
+        if first is None:
             return
         self.machine.handle(Event.SPEAK)
         self.stop_speaking.clear()
@@ -108,6 +114,7 @@ class Speech:
             self.events.error(request_id, "audio_error", f"{type(error).__name__}: {error}")
         finally:
             producer.cancel()
+            self.card.rest()  # if no sound began (synthesis failed first)
             self.mic_open_at = time.monotonic() + ECHO_TAIL_S
 
     async def play_audio(
@@ -119,7 +126,12 @@ class Speech:
         how much of the reply was heard. Playback errors are reported, never fatal.
         """
         self.card.warm(sample_rate)
-        first = await audio.get()
+        first: bytes | None = None
+        try:
+            first = await audio.get()
+        finally:
+            if first is None:
+                self.card.rest()
         if first is None:
             return
         self.machine.handle(Event.SPEAK)
@@ -137,6 +149,7 @@ class Speech:
         except Exception as error:
             self.events.error(request_id, "audio_error", f"{type(error).__name__}: {error}")
         finally:
+            self.card.rest()  # if no sound began
             self.mic_open_at = time.monotonic() + ECHO_TAIL_S
 
     def chime(self, name: str) -> None:
