@@ -15,64 +15,25 @@ request was handed on.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from listener_host import StreamHost
 from room_noise import LEVELS, NOISES, RATE, in_room, noise, speech, talker
 
 from assistant.audio.listener import Listener
-from assistant.audio.vad import Utterance
 from assistant.config import parse_config
-from assistant.daemon.state import StateMachine
 
 FRAME_BYTES = 960
 LEAD_S, GAP_S, TAIL_S = 1.5, 0.8, 16.0
 COMMAND = "turn on the kitchen light"
 
 
-class Host:
-    """Stands in for the daemon: keeps what would be sent upstream, and when."""
-
-    def __init__(self) -> None:
-        self.machine = StateMachine("wakeword", muted=False)
-        self.mic_open_at = 0.0
-        self.muted = False
-        self.wakes = 0
-        self.uploads: list[tuple[int, float]] = []  # bytes, stream time handed on
-        self.now = 0.0
-
-    def wake_event(self, data: dict[str, Any]) -> None:
-        self.wakes += 1
-
-    def publish_claim(self, claim: dict[str, Any]) -> None:
-        pass
-
-    def submit_utterance(self, utterance: Utterance, request_id: str, early: asyncio.Task[str] | None) -> None:
-        self.uploads.append((len(utterance.audio), self.now))
-
-    def request_audio(self, pcm: bytes, first: bool) -> None:
-        pass
-
-    def barge_in(self) -> None:
-        pass
-
-    async def transcribe(self, pcm: bytes, sample_rate: int) -> str:
-        return ""
-
-    def play_sound(self, name: str) -> None:
-        pass
-
-    def complete_command(self, text: str) -> bool:
-        return False
-
-
-def listen(pcm: bytes, open_at_s: float | None = None) -> Host:
+def listen(pcm: bytes, open_at_s: float | None = None) -> StreamHost:
     """Run `pcm` through a Listener: woken by the wake word, or (`open_at_s`) by an MQTT `listen` then."""
     mode = "wakeword" if open_at_s is None else "mqtt"
     config = parse_config(
@@ -83,11 +44,11 @@ def listen(pcm: bytes, open_at_s: float | None = None) -> Host:
         },
         {},
     )
-    host = Host()
-    listener = Listener(config, host, clock=lambda: host.now)
+    host = StreamHost(mode)
+    listener = Listener(config, host, clock=lambda: host.at)
     for start in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
-        host.now = (start + FRAME_BYTES) / 2 / RATE
-        if open_at_s is not None and host.now - FRAME_BYTES / 2 / RATE < open_at_s <= host.now:
+        host.at = (start + FRAME_BYTES) / 2 / RATE
+        if open_at_s is not None and host.at - FRAME_BYTES / 2 / RATE < open_at_s <= host.at:
             listener.open("mqtt")
         listener.feed(pcm[start : start + FRAME_BYTES])
     return host
@@ -115,8 +76,8 @@ def main() -> int:
             if not host.wakes:  # the request opened by an MQTT `listen` as the wake word ends instead
                 host = listen(pcm, open_at_s=LEAD_S + len(wake) / RATE)
                 row += ", `listen` instead"
-            sent = sum(size for size, _ in host.uploads)
-            after = f"{host.uploads[0][1] - command_ends:.2f} s" if host.uploads else "-"
+            sent = sum(len(utterance.audio) for utterance, _ in host.uploads)
+            after = f"{host.handed_at[0] - command_ends:.2f} s" if host.handed_at else "-"
             print(f"{row} | {sent} | {sent / 2 / RATE:.2f} | {after} |")
     return 0
 

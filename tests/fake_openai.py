@@ -313,6 +313,25 @@ def _usage(
     }
 
 
+def _pacer(fake: FakeOpenAI, arrived: float | None = None) -> Callable[[], None]:
+    """What a stream calls before each token: it waits the injected first-token delay the first
+    time and the per-token delay after, as a model streaming its answer would. With `arrived`
+    (time.monotonic() of the request), each token is due on a schedule counted from it, as the
+    speech's first byte is: parsing and sleeping late do not add up."""
+    due = time.monotonic() if arrived is None else arrived
+    first = True
+
+    def pace() -> None:
+        nonlocal first, due
+        due += fake.first_token_delay_s if first else fake.token_delay_s
+        first = False
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+
+    return pace
+
+
 # ------------------------------------------------------------------------ server
 
 
@@ -502,17 +521,7 @@ class _Handler(BaseHTTPRequestHandler):
                 obj["usage"] = None  # every chunk but the last carries a null usage
             return obj
 
-        due = arrived  # each piece is due on a schedule counted from the request's arrival, as the
-        first = True  # speech's first byte is: parsing and sleeping late do not add up
-
-        def pace() -> None:
-            nonlocal first, due
-            due += fake.first_token_delay_s if first else fake.token_delay_s
-            first = False
-            wait = due - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-
+        pace = _pacer(fake, arrived)
         self._start_chunked("text/event-stream; charset=utf-8")
         self._sse(chunk({"role": "assistant", "content": "" if pieces or not calls else None, "refusal": None}))
         for count, piece in enumerate(pieces):
@@ -556,15 +565,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             for name, args in reply.tool_calls
         ]
-        first = True
-
-        def pace() -> None:
-            nonlocal first
-            delay = fake.first_token_delay_s if first else fake.token_delay_s
-            first = False
-            if delay > 0:
-                time.sleep(delay)
-
+        pace = _pacer(fake)
         input_tokens = max(1, len(fake_responses.input_text(req)) // 4)
         stream = fake_responses.events(req, _words(reply.text), calls, reply.finish_reason, input_tokens, pace)
         self._start_chunked("text/event-stream; charset=utf-8")

@@ -9,60 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 import pytest
+from listener_host import ListenerHost
 from support import read_wav, speech_wav
 
 from assistant.audio.listener import Listener
-from assistant.audio.vad import Utterance
 from assistant.audio.wakeword import Detection
 from assistant.config import parse_config
-from assistant.daemon.state import Event, State, StateMachine
-
-
-class RecordingHost:
-    """The daemon side of the listener, recording what it is asked to do."""
-
-    def __init__(self) -> None:
-        self.machine = StateMachine("mqtt", muted=False)
-        self.mic_open_at = 0.0
-        self.submitted: list[str] = []
-        self.claims: list[dict[str, Any]] = []
-
-    @property
-    def muted(self) -> bool:
-        return False
-
-    def wake_event(self, data: dict[str, Any]) -> None:
-        pass
-
-    def publish_claim(self, claim: dict[str, Any]) -> None:
-        self.claims.append(claim)
-
-    def submit_utterance(self, utterance: Utterance, request_id: str, early: asyncio.Task[str] | None) -> None:
-        self.submitted.append(request_id)
-        self.machine.handle(Event.UTTERANCE)
-
-    def request_audio(self, pcm: bytes, first: bool) -> None:
-        pass
-
-    def barge_in(self) -> None:
-        pass
-
-    def transcribe(self, pcm: bytes, sample_rate: int) -> Coroutine[Any, Any, str]:
-        async def nothing() -> str:
-            return ""
-
-        return nothing()
-
-    def play_sound(self, name: str) -> None:
-        pass
-
-    def complete_command(self, text: str) -> bool:
-        return False
+from assistant.daemon.state import State
 
 
 def frames(tmp_path: Path, frame_bytes: int) -> list[bytes]:
@@ -73,10 +29,10 @@ def frames(tmp_path: Path, frame_bytes: int) -> list[bytes]:
     return [pcm[i : i + frame_bytes] for i in range(0, len(pcm) - frame_bytes + 1, frame_bytes)]
 
 
-def hear_everything_before_the_timer(tmp_path: Path) -> tuple[Listener, RecordingHost, str]:
+def hear_everything_before_the_timer(tmp_path: Path) -> tuple[Listener, ListenerHost, str]:
     """The wake word, then the whole request handled in one go (a stalled loop catching up)."""
     config = parse_config({"wake": {"mode": "mqtt", "arbitration_ms": 200}}, credentials=False)
-    host = RecordingHost()
+    host = ListenerHost("mqtt")
     listener = Listener(config, host)
     listener.woken(Detection("okay_nabu", 0.9, -30.0))
     request_id = listener.request_id
@@ -84,7 +40,7 @@ def hear_everything_before_the_timer(tmp_path: Path) -> tuple[Listener, Recordin
     for frame in frames(tmp_path, listener.segmenter.frame_bytes):
         listener.feed(frame)
     assert listener.held is not None, "the utterance should have ended before the arbitration timer"
-    assert host.submitted == []
+    assert host.uploads == []
     return listener, host, request_id
 
 
@@ -94,7 +50,7 @@ def test_an_utterance_that_ends_before_the_decision_is_sent_once_this_device_win
         listener.on_claim(b'{"site_id": "far", "level_dbfs": -50.0, "probability": 0.8}')  # a worse one
         assert listener._arbitration is not None
         await listener._arbitration
-        assert host.submitted == [request_id]
+        assert [sent for _, sent in host.uploads] == [request_id]
 
     asyncio.run(main())
 
@@ -107,7 +63,7 @@ def test_an_utterance_that_ends_before_the_decision_is_dropped_when_another_devi
         listener.on_claim(b'{"site_id": "near", "level_dbfs": -10.0, "probability": 0.9}')
         assert listener._arbitration is not None
         await listener._arbitration
-        assert host.submitted == []
+        assert host.uploads == []
         assert listener.held is None
         assert host.machine.state is State.IDLE
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 import wave
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -225,6 +226,26 @@ def test_transcription_formats_and_multipart_upload(srv: FakeOpenAI, speech: Spe
     not_wav = ("a.mp3", b"ID3 not a wav", "audio/mpeg")
     with pytest.raises(openai.BadRequestError, match="WAV"):
         with_client(srv, lambda c: c.audio.transcriptions.create(model="gpt-4o-mini-transcribe", file=not_wav))
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_both_streams_wait_the_injected_delays_before_each_word(srv: FakeOpenAI, api: str) -> None:
+    """The first word comes after `first_token_delay_s`, each next one `token_delay_s` later (at
+    least: a loaded machine only adds to it), in either API: latency tests rely on it."""
+    srv.first_token_delay_s, srv.token_delay_s = 0.3, 0.1
+    srv.script = [ChatReply(text="one two three four")]
+
+    async def word_times(client: openai.AsyncOpenAI) -> list[float]:
+        started = time.monotonic()
+        if api == "chat":
+            chat = await client.chat.completions.create(model="gpt-5.4-mini", messages=MESSAGES, stream=True)
+            return [time.monotonic() - started async for c in chat if c.choices and c.choices[0].delta.content]
+        response = await client.responses.create(model="gpt-4o-mini", input="Count to four", stream=True)
+        return [time.monotonic() - started async for e in response if e.type == "response.output_text.delta"]
+
+    times = with_client(srv, word_times)
+    assert len(times) == 4
+    assert all(at >= 0.3 + 0.1 * index for index, at in enumerate(times)), times  # sent no earlier
 
 
 def test_speech_streams_raw_pcm_in_chunks(srv: FakeOpenAI) -> None:

@@ -3,61 +3,21 @@ the daemon stops the stream for the first and wakes up half as often for the sec
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
-from typing import Any
-
 import pytest
+from listener_host import ListenerHost
 
 from assistant.audio.listener import Listener
 from assistant.audio.noise import WARMUP_S
-from assistant.audio.vad import Utterance
 from assistant.config import parse_config
-from assistant.daemon.state import Event, StateMachine
+from assistant.daemon.state import Event
 
 SILENCE = bytes(960)  # one 30 ms frame
 
 
-class Host:
-    """The daemon's side, with the real state machine."""
-
-    def __init__(self, mode: str) -> None:
-        self.machine = StateMachine(mode, muted=False)
-        self.mic_open_at = 0.0
-
-    @property
-    def muted(self) -> bool:
-        return self.machine.muted
-
-    def wake_event(self, data: dict[str, Any]) -> None:
-        pass
-
-    def publish_claim(self, claim: dict[str, Any]) -> None:
-        pass
-
-    def submit_utterance(self, utterance: Utterance, request_id: str, early: asyncio.Task[str] | None) -> None:
-        pass
-
-    def request_audio(self, pcm: bytes, first: bool) -> None:
-        pass
-
-    def barge_in(self) -> None:
-        pass
-
-    def transcribe(self, pcm: bytes, sample_rate: int) -> Coroutine[Any, Any, str]:
-        raise AssertionError("not in these tests")
-
-    def play_sound(self, name: str) -> None:
-        pass
-
-    def complete_command(self, text: str) -> bool:
-        return False
-
-
-def listener(mode: str, warm: bool = True) -> tuple[Listener, Host, list[float]]:
+def listener(mode: str, warm: bool = True) -> tuple[Listener, ListenerHost, list[float]]:
     """A listener in `mode`; `warm`: it has heard the room long enough to know its noise floor."""
     config = parse_config({"wake": {"mode": mode}, "openai": {"base_url": "http://127.0.0.1:9/v1"}}, {})
-    host, clock = Host(mode), [100.0]
+    host, clock = ListenerHost(mode), [100.0]
     hear = Listener(config, host, clock=lambda: clock[0])
     while warm and not hear.segmenter.noise.ready:
         hear.feed(SILENCE)

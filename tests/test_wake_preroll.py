@@ -4,61 +4,22 @@ wake word model, webrtcvad and the noise floor) fed frame by frame, offline."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from listener_host import StreamHost
 from room_noise import RATE, in_room, noise, speech
 
 from assistant.audio.listener import Listener
-from assistant.audio.vad import Utterance
 from assistant.config import parse_config
-from assistant.daemon.state import StateMachine
 
 FRAME_BYTES = 960
 WAKE_VOICES = [("en-gb-x-rp", 150), ("en-029", 175)]  # "hey mycroft" fires on these
 COMMAND = "turn on the kitchen light"
 
 
-class Host:
-    """Stands in for the daemon: keeps what would be sent upstream and when."""
-
-    def __init__(self) -> None:
-        self.machine = StateMachine("wakeword", muted=False)
-        self.mic_open_at = 0.0
-        self.muted = False
-        self.wakes: list[dict[str, Any]] = []
-        self.uploads: list[tuple[Utterance, int]] = []  # and the stream position (bytes) it was handed on at
-        self.position = 0
-
-    def wake_event(self, data: dict[str, Any]) -> None:
-        self.wakes.append(data)
-
-    def publish_claim(self, claim: dict[str, Any]) -> None:
-        pass
-
-    def submit_utterance(self, utterance: Utterance, request_id: str, early: asyncio.Task[str] | None) -> None:
-        self.uploads.append((utterance, self.position))
-
-    def request_audio(self, pcm: bytes, first: bool) -> None:
-        pass
-
-    def barge_in(self) -> None:
-        pass
-
-    async def transcribe(self, pcm: bytes, sample_rate: int) -> str:
-        return ""
-
-    def play_sound(self, name: str) -> None:
-        pass
-
-    def complete_command(self, text: str) -> bool:
-        return False
-
-
-def listen(pcm: bytes) -> Host:
+def listen(pcm: bytes) -> StreamHost:
     config = parse_config(
         {
             "wake": {"mode": "wakeword", "model": "hey_mycroft", "arbitration_ms": 0},
@@ -67,12 +28,12 @@ def listen(pcm: bytes) -> Host:
         },
         {},
     )
-    host = Host()
+    host = StreamHost("wakeword")
     clock = [0.0]
     listener = Listener(config, host, clock=lambda: clock[0])
     for start in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
         clock[0] += FRAME_BYTES / 2 / RATE
-        host.position = start + FRAME_BYTES
+        host.at = start + FRAME_BYTES  # bytes fed
         listener.feed(pcm[start : start + FRAME_BYTES])
     return host
 
@@ -100,7 +61,7 @@ def test_command_right_after_the_wake_word_keeps_its_first_syllable(
     host = listen(pcm)
     assert len(host.wakes) == 1, "the wake word did not fire"
     assert len(host.uploads) == 1
-    utterance, handed_at = host.uploads[0]
+    (utterance, _), handed_at = host.uploads[0], host.handed_at[0]
     upload_from = (handed_at - len(utterance.audio)) // 2  # the stream sample the upload starts at
     wake_ends = round(lead * RATE) + len(wake)
     cut_ms = (upload_from - wake_ends) / RATE * 1000
@@ -119,7 +80,7 @@ def test_noise_switched_on_before_the_wake_word_is_known_when_the_request_starts
     scene = in_room(said, noise(kind, 2.0 + len(said) / RATE + 10.1, sounds), -30, 2.0, 10.0)
     host = listen(bytes(3 * RATE * 2) + scene)
     assert len(host.wakes) == 1 and len(host.uploads) == 1
-    utterance, handed_at = host.uploads[0]
+    (utterance, _), handed_at = host.uploads[0], host.handed_at[0]
     command_starts = 3.0 + 2.0 + (len(said) - len(command)) / RATE
     upload_from = (handed_at - len(utterance.audio)) / 2 / RATE
     assert command_starts - 0.35 <= upload_from <= command_starts  # the pre-roll, not the pause
