@@ -251,7 +251,9 @@ class Assistant:
                 await self.stopping.wait()  # the disk will not take it (warned once): a crash leaves it unknown
 
     async def settle(self) -> None:
-        """Once ready: what start-up could leave for later (a request meanwhile does it itself)."""
+        """What start-up need not wait for, in a thread beside it: the broker connection and the
+        credential check mostly wait on the network, so it is usually done by READY (a request
+        that comes before it is does it itself)."""
         if self.fast_path is not None:
             await asyncio.to_thread(self.fast_path.load)
 
@@ -292,6 +294,7 @@ class Assistant:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self.inputs.subscribe()
         self.link.on_connect.append(self.on_connect)
+        settling = asyncio.create_task(self.settle())
         if self.link_taken_over:
             # Still connected and subscribed since before the reload: nothing sent meanwhile was
             # missed. The new registry needs the retained discovery configs and states again.
@@ -304,6 +307,7 @@ class Assistant:
             self.link.offline_since = away_since(self.store.load())
             await self.link.start(timeout=None)
         if not await until_connected_or_stopped(self.link, self.stopping):
+            settling.cancel()
             self.link.stop()
             return self.exit_code
         coroutines: list[Coroutine[Any, Any, None]] = [self.inputs.dispatch(), self.turns.worker()]
@@ -330,6 +334,7 @@ class Assistant:
                 self.turns.drop_unfinished("credentials", "an API key was rejected; this request was not handled")
             elif self.next_config is None:
                 self.turns.drop_unfinished("stopping", STOPPING)
+            settling.cancel()
             self.link.stop()
             return self.exit_code
         tasks = [asyncio.create_task(c) for c in coroutines]
@@ -338,7 +343,7 @@ class Assistant:
         self.publish_state()
         systemd.notify("READY=1")
         log.info("ready: %s (mode %s)", self.root, self.config.wake.mode)
-        tasks.append(asyncio.create_task(self.settle()))
+        tasks.append(settling)
         await self.stopping.wait()
         await self.wind_down(tasks, microphone)
         return self.exit_code
