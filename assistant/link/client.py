@@ -35,6 +35,7 @@ __all__ = ["OFFLINE", "ONLINE", "Message", "MqttError", "MqttLink", "describe_er
 log = logging.getLogger(__name__)
 
 ONLINE, OFFLINE = "online", "offline"
+STOP_FLUSH_S = 5.0  # at a stop, how long events still queued may take to leave
 
 
 class MqttError(Exception):
@@ -163,9 +164,13 @@ class MqttLink:
             raise MqttError(f"mqtt: {where} refused the connection ({self._refused})")
 
     def stop(self) -> None:
-        """Say offline, then disconnect cleanly (a clean disconnect does not fire the will)."""
+        """Say offline, then disconnect cleanly (a clean disconnect does not fire the will).
+
+        The offline status queues behind every event not yet sent (paho keeps at most 20 in
+        flight): waiting for it lets those go out first, where the disconnect would drop them.
+        """
         if self.client.is_connected() and self._announce:
-            self.client.publish(f"{self.root}/status", OFFLINE, qos=1, retain=True).wait_for_publish(2)
+            self.client.publish(f"{self.root}/status", OFFLINE, qos=1, retain=True).wait_for_publish(STOP_FLUSH_S)
         self.client.disconnect()
         self.client.loop_stop()
 
