@@ -195,6 +195,34 @@ def fake(api: FakeOpenAI) -> FakeOpenAI:
 
 
 @pytest.fixture
+def launch(tmp_path: Path, pulse: PulseAudio) -> Iterator[Callable[..., tuple[Daemon, str]]]:
+    """`launch(sections, recorder, entities=None, **env)`: like `start_daemon`, on any broker.
+
+    Readiness is read from `recorder` (which must be on the daemon's broker). Daemons
+    still running at teardown are stopped; a test checks the exit code itself.
+    """
+    started: list[Daemon] = []
+
+    def start(
+        sections: dict[str, dict[str, Any]], recorder: MqttRecorder, entities: str | None = None, **env: str
+    ) -> tuple[Daemon, str]:
+        site = sections["device"]["site_id"]
+        sections["device"].setdefault("state_dir", str(tmp_path / f"state-{site}"))
+        text = ENTITIES if entities is None else entities
+        name = f"{site}-{len(started)}"
+        config = write_config(tmp_path / f"{name}.toml", sections, text.format(ns=site))
+        daemon = Daemon(config, daemon_env(pulse.env, **env), tmp_path / f"{name}.log")
+        started.append(daemon)
+        root = f"assistant/{site}"
+        daemon.wait_ready(recorder, root)
+        return daemon, root
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+@pytest.fixture
 def start_daemon(
     tmp_path: Path, mqtt_broker: Broker, pulse: PulseAudio, mqtt: MqttRecorder
 ) -> Iterator[Callable[..., tuple[Daemon, str]]]:

@@ -113,6 +113,13 @@ class Daemon:
         return self.process.returncode
 
 
+def quiet_sections(broker_port: int, api_url: str) -> dict[str, dict[str, Any]]:
+    """The test config without speech (faster turns, nothing queued on the speaker)."""
+    sections = base_sections(broker_port, api_url)
+    sections["tts"] = {"engine": "none"}
+    return sections
+
+
 def daemon_env(pulse_env: dict[str, str], **extra: str) -> dict[str, str]:
     """The test process's environment with PulseAudio's and the given variables, no stray keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AZURE_OPENAI_", "ASSISTANT_"))}

@@ -26,7 +26,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from daemon import ENTITIES, Daemon, base_sections, daemon_env, wait_log, write_config
+from daemon import Daemon, base_sections, quiet_sections, wait_log
 from fake_openai import ChatReply, FakeOpenAI
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -52,41 +52,6 @@ REQUEST = "turn on the kitchen light"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def launch(tmp_path: Path, pulse: PulseAudio) -> Iterator[Launch]:
-    """`launch(sections, recorder, entities=None, **env)`: like `start_daemon`, on any broker.
-
-    Readiness is read from `recorder` (which must be on the daemon's broker). Daemons
-    still running at teardown are stopped; a test checks the exit code itself.
-    """
-    started: list[Daemon] = []
-
-    def start(
-        sections: dict[str, dict[str, Any]], recorder: MqttRecorder, entities: str | None = None, **env: str
-    ) -> tuple[Daemon, str]:
-        site = sections["device"]["site_id"]
-        sections["device"].setdefault("state_dir", str(tmp_path / f"state-{site}"))
-        text = ENTITIES if entities is None else entities
-        name = f"{site}-{len(started)}"
-        config = write_config(tmp_path / f"{name}.toml", sections, text.format(ns=site))
-        daemon = Daemon(config, daemon_env(pulse.env, **env), tmp_path / f"{name}.log")
-        started.append(daemon)
-        root = f"assistant/{site}"
-        daemon.wait_ready(recorder, root)
-        return daemon, root
-
-    yield start
-    for daemon in started:
-        daemon.stop()
-
-
-def quiet_sections(broker_port: int, api_url: str) -> dict[str, dict[str, Any]]:
-    """The test config without speech (faster turns, nothing queued on the speaker)."""
-    sections = base_sections(broker_port, api_url)
-    sections["tts"] = {"engine": "none"}
-    return sections
 
 
 def ask(

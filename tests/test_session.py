@@ -16,18 +16,17 @@ import re
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-import pytest
-from daemon import ENTITIES, Daemon, base_sections, daemon_env, wait_log, write_config
+from daemon import Daemon, quiet_sections, wait_log
 from fake_openai import FakeOpenAI
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from support import Broker, MqttRecorder, PulseAudio
+from support import Broker, MqttRecorder
 
 Launch = Callable[..., tuple[Daemon, str]]
 MakeBroker = Callable[..., Broker]
@@ -39,33 +38,6 @@ DAEMON_CYCLES = int(os.environ.get("SESSION_DAEMON_CYCLES", "3"))
 ASK_EVERY_S = 0.25
 BACKLOG = r"the backlog of the resumed session is in: (\d+) requests"
 SAVED = "Saving in-memory database"
-
-
-@pytest.fixture
-def launch(tmp_path: Path, pulse: PulseAudio) -> Iterator[Launch]:
-    """`launch(sections, recorder, **env)`: `assistant run` on any broker, ready; stopped at teardown."""
-    started: list[Daemon] = []
-
-    def start(sections: dict[str, dict[str, Any]], recorder: MqttRecorder, **env: str) -> tuple[Daemon, str]:
-        site = sections["device"]["site_id"]
-        sections["device"].setdefault("state_dir", str(tmp_path / f"state-{site}"))
-        name = f"{site}-{len(started)}"
-        config = write_config(tmp_path / f"{name}.toml", sections, ENTITIES.format(ns=site))
-        daemon = Daemon(config, daemon_env(pulse.env, **env), tmp_path / f"{name}.log")
-        started.append(daemon)
-        root = f"assistant/{site}"
-        daemon.wait_ready(recorder, root)
-        return daemon, root
-
-    yield start
-    for daemon in started:
-        daemon.stop()
-
-
-def quiet_sections(broker_port: int, api_url: str) -> dict[str, dict[str, Any]]:
-    sections = base_sections(broker_port, api_url)
-    sections["tts"] = {"engine": "none"}
-    return sections
 
 
 def session_client(broker: Broker, client_id: str) -> paho.Client:
