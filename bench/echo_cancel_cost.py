@@ -1,6 +1,11 @@
-"""What PulseAudio's WebRTC echo canceller costs: CPU and memory of the PulseAudio process.
+"""What echo cancellation costs: the daemon's own (in the process) and PulseAudio's.
 
-Starts a private PulseAudio (the tests' virtual speaker and microphone), loads the
+In the process (`[audio] echo_cancel`): the CPU time `EchoCanceller.clean` takes per second of
+microphone audio while a reply plays (the reply heard back at -6 dB, 60 ms late), as a share of
+one core, and the memory that loading WebRTC's AEC3 (pywebrtc-audio) adds to a Python process.
+It does nothing while nothing plays.
+
+PulseAudio's: starts a private PulseAudio (the tests' virtual speaker and microphone), loads the
 canceller as config/echo-cancel.pa does (or not, for the baseline), then for `--seconds`
 plays speech into the speaker at 16 kHz mono and records the microphone at once, as the
 daemon does while it speaks, and reads the PulseAudio process's CPU time and resident
@@ -20,6 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from support import PulseAudio, speech_wav, stop_process
 from test_echo_cancel import shipped_canceller
@@ -65,6 +71,32 @@ def measure(cancel: bool, seconds: float, wav: Path) -> tuple[float, float, floa
         pulse.stop()
 
 
+def in_process(seconds: float, wav: Path) -> tuple[float, float]:
+    """(CPU % of one core, MB added by loading AEC3) of the daemon's own canceller."""
+    import numpy as np
+
+    from assistant.audio.echo import EchoCanceller
+    from assistant.audio.pcm import read_wav
+
+    reply = np.frombuffer(read_wav(wav, 16000), dtype=np.int16)
+    reply = np.tile(reply, int(seconds * 16000 / len(reply)) + 1)[: int(seconds * 16000)]
+    mic = np.zeros(len(reply) + 960, dtype=np.float64)
+    mic[960:] += reply * 0.5  # heard back at -6 dB, 60 ms late
+    mic_pcm = mic.astype(np.int16)
+    echo = EchoCanceller(16000)
+    echo.played(reply.tobytes(), 16000, heard_by=1000.0 + len(reply) / 16000)
+    frame = 480
+    started = time.process_time()
+    for i in range(0, len(reply) - frame + 1, frame):
+        echo.clean(mic_pcm[i : i + frame].tobytes(), 1000.0 + i / 16000)
+    cpu = 100 * (time.process_time() - started) / seconds
+    rss = "int(open('/proc/self/statm').read().split()[1]) * __import__('os').sysconf('SC_PAGE_SIZE') / 2**20"
+    load = f"import numpy; a = {rss}; import pywebrtc_audio; e = pywebrtc_audio.EchoCanceller(16000); "
+    load += f"e.process(numpy.zeros(16000, 'int16'), numpy.zeros(16000, 'int16')); print({rss} - a)"
+    added = float(subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, check=True).stdout)
+    return cpu, added
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
@@ -77,6 +109,9 @@ def main() -> int:
         pad_after=0.0,
     )
     try:
+        cpu, added = in_process(args.seconds, wav)
+        print(f"in the process: {cpu:.2f} % of one core while a reply plays; AEC3 adds {added:.1f} MB RSS")
+        print()
         print("| PulseAudio | CPU (% of one core) while speaking and listening | RSS idle -> speaking |")
         print("|---|---|---|")
         for cancel in (False, True):

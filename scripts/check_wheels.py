@@ -5,7 +5,7 @@ A Pi has no compiler by default and building numpy there takes hours, so a depen
 new release of one, or something it pulls in) without an aarch64 wheel would break `make run`
 on the Pi while everything passes here. For each target (Raspberry Pi OS bookworm: CPython
 3.11, glibc 2.36; trixie: CPython 3.13, glibc 2.41) this asks pip to resolve the project's
-dependencies and the `piper` extra with `--only-binary=:all:` for manylinux aarch64, and
+dependencies and the `piper` and `echo` extras with `--only-binary=:all:` for manylinux aarch64, and
 fails naming the requirement that has no wheel.
 
 A passing result is remembered (keyed by the requirements and the target) for a week, so
@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "assistant" / "wheel-check"
 CACHE_TTL_S = 7 * 24 * 3600
-EXTRAS = ("piper",)  # optional dependencies the Pi installs too
+EXTRAS = ("piper", "echo")  # optional dependencies the Pi installs too
 
 
 def manylinux_platforms(glibc_minor: int, arch: str) -> tuple[str, ...]:

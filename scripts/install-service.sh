@@ -41,10 +41,10 @@ usermod -aG audio assistant
 install -d -m 0755 /opt/assistant
 python3 -m venv /opt/assistant/venv
 /opt/assistant/venv/bin/pip install -q --upgrade pip
-extra=""  # Piper where its wheels exist: a 64-bit Python on x86_64 or aarch64 (see pyproject.toml)
+extra=""  # Piper and the echo canceller where their wheels exist: a 64-bit Python on x86_64 or aarch64 (see pyproject.toml)
 if /opt/assistant/venv/bin/python -c 'import platform, struct, sys
 sys.exit(struct.calcsize("P") != 8 or platform.machine() not in ("x86_64", "aarch64"))'; then
-    extra="[piper]"
+    extra="[piper,echo]"
 fi
 /opt/assistant/venv/bin/pip install -q ".$extra"
 install -m 0644 README.md /opt/assistant/README.md

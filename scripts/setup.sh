@@ -68,8 +68,8 @@ MESSAGE
     echo "setup: 32-bit $arch: wheels from piwheels, the rest built here; the first install takes a while" >&2
 elif "$python" -c 'import platform, struct, sys
 sys.exit(struct.calcsize("P") != 8 or platform.machine() not in ("x86_64", "aarch64"))'; then
-    # Piper (the natural offline voice) has wheels for 64-bit x86_64 and aarch64 only.
-    extra_list+=(piper)
+    # Piper (the natural offline voice) and the echo canceller have wheels for 64-bit x86_64 and aarch64 only.
+    extra_list+=(piper echo)
 fi
 extras=$( ((${#extra_list[@]})) && IFS=, && echo "[${extra_list[*]}]" || true)  # e.g. [piper,test]
 if $plan; then

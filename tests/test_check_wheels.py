@@ -16,18 +16,19 @@ name = "x"
 dependencies = ["numpy>=1.26", "hassil>=3.12"]
 [project.optional-dependencies]
 piper = ["piper-tts>=1.8"]
+echo = ["pywebrtc-audio>=0.2"]
 test = ["pytest>=8"]
 """
 
 
-def test_requirements_are_the_dependencies_and_the_piper_extra_only() -> None:
-    assert requirements(PYPROJECT) == ["numpy>=1.26", "hassil>=3.12", "piper-tts>=1.8"]
+def test_requirements_are_the_dependencies_and_the_piper_and_echo_extras_only() -> None:
+    assert requirements(PYPROJECT) == ["numpy>=1.26", "hassil>=3.12", "piper-tts>=1.8", "pywebrtc-audio>=0.2"]
 
 
 def test_the_real_pyproject_lists_the_runtime_dependencies() -> None:
     reqs = requirements((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     names = {re.split(r"[\[<>=~!; ]", r, maxsplit=1)[0] for r in reqs}  # "openai[realtime]>=2.0" -> "openai"
-    assert {"openai", "numpy", "webrtcvad-wheels", "pymicro-wakeword", "piper-tts"} <= names
+    assert {"openai", "numpy", "webrtcvad-wheels", "pymicro-wakeword", "piper-tts", "pywebrtc-audio"} <= names
     assert "pytest" not in names
 
 

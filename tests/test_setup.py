@@ -42,14 +42,14 @@ def test_a_32_bit_build_when_allowed_adds_compilers_and_piwheels_and_no_piper() 
     assert found["python packages"] == ". PIP_EXTRA_INDEX_URL=https://www.piwheels.org/simple"
 
 
-def test_64_bit_gets_piper_and_no_compiler() -> None:
+def test_64_bit_gets_piper_and_the_echo_canceller_and_no_compiler() -> None:
     for arch in ("arm64", "amd64"):
         found = plan(setup("--plan", ASSISTANT_ARCH=arch))
         assert "build-essential" not in found["system packages"]
         assert "libportaudio2" in found["system packages"]
-        assert found["python packages"].strip() == ".[piper]"
+        assert found["python packages"].strip() == ".[piper,echo]"
     with_tests = plan(setup("--test", "--plan", ASSISTANT_ARCH="arm64"))
-    assert with_tests["python packages"].strip() == ".[test,piper]"
+    assert with_tests["python packages"].strip() == ".[test,piper,echo]"
     assert "mosquitto" in with_tests["system packages"]
 
 

@@ -85,3 +85,19 @@ def test_noise_switched_on_before_the_wake_word_is_known_when_the_request_starts
     upload_from = (handed_at - len(utterance.audio)) / 2 / RATE
     assert command_starts - 0.35 <= upload_from <= command_starts  # the pre-roll, not the pause
     assert utterance.duration_s <= len(command) / RATE + 0.3 + 0.6 + 0.06
+
+
+@pytest.mark.parametrize("pause_s", [0.8, 1.0])
+def test_the_wake_word_said_again_right_after_a_request_is_heard(sounds: Path, pause_s: float) -> None:
+    # The detector hears nothing while a request is endpointed. Were it fed again from where it
+    # stopped, its context would be the first wake word, and it would stay disarmed for about a
+    # second of what it hears next: a wake word said in that second (to stop the reply) was lost.
+    wake = speech("hey mycroft", sounds, "en-gb-x-rp", 150)
+    command = speech(COMMAND, sounds)
+    gap = np.zeros(round(0.3 * RATE))
+    said = np.concatenate([wake, gap, command, np.zeros(round(pause_s * RATE)), wake])
+    scene = in_room(said, noise("pink", 1.5 + len(said) / RATE + 2.1, sounds), -120, 1.5, 2.0)
+    host = listen(scene)
+    assert len(host.uploads) == 1, "the request was not endpointed"
+    assert host.barge_ins == 1, "the second wake word was not heard"
+    assert len(host.wakes) == 2

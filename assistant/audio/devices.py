@@ -15,12 +15,14 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import sounddevice as sd
 
+from assistant.audio.echo import EchoCanceller
 from assistant.audio.lookup import find_device
 from assistant.audio.pcm import Resampler
 from assistant.audio.warm import KeepWarm
@@ -43,8 +45,9 @@ class SoundCard:
     touched on `self._thread` only.
     """
 
-    def __init__(self, output_device: str | int | None) -> None:
+    def __init__(self, output_device: str | int | None, echo: EchoCanceller | None = None) -> None:
         self.output_device = output_device
+        self.echo = echo  # told what is played and when it is heard, to take it out of the microphone
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audio")
         self._turn: asyncio.Lock | None = None  # held while a sound plays or the devices are rescanned
         self._waiting = 0
@@ -165,6 +168,11 @@ class SoundCard:
         if self._resampler is not None:
             data = self._resampler.process(data)
         self._out.write(data)
+        if self.echo is not None:
+            # What is still buffered plays before the last sample written: a lower bound on when it
+            # is heard (latency past the stream's buffer is not counted), so the reference leads.
+            ahead = max(0.0, self._out.latency - self._out.write_available / self._out_rate)
+            self.echo.played(data, self._out_rate, time.monotonic() + ahead)
 
     def _start(self) -> None:
         """Start the stream with its own latency's worth of silence: through ALSA's PulseAudio
@@ -181,6 +189,8 @@ class SoundCard:
 
     def _halt(self) -> None:
         """Stop at once, dropping what is buffered (a barge-in or a cancel)."""
+        if self.echo is not None:
+            self.echo.stopped()
         if self._out is not None and self._running:
             try:
                 self._out.abort()

@@ -28,6 +28,10 @@ from assistant.daemon.state import Event, State, StateMachine
 log = logging.getLogger(__name__)
 
 SAME_WAKE_S = 1.5  # detections this close together are one wake word heard by several devices
+# While the device speaks with the echo canceller on, a wake word must pass half its usual cutoff:
+# what survives the canceller's suppression of its own voice is quieter and duller. Its own replies
+# quoting the wake word still woke nothing at 0.2 (tests/test_echo_cancel.py, README "Echo").
+BARGE_IN_SCALE = 0.5
 
 
 class Host(Protocol):
@@ -73,6 +77,8 @@ class Listener:
         # the last frames given to the wake word detector: one batch of its (60 ms)
         self._recent: deque[bytes] = deque(maxlen=max(1, -(-BATCH_BYTES // self.segmenter.frame_bytes)))
         self.wake: WakeWord | None = None
+        self.echo_cancel = audio.echo_cancel
+        self.wake_missed = False  # frames went by that the wake word detector did not hear
         if config.wake.mode == "wakeword":
             self.wake = WakeWord(config.wake.model, config.wake.threshold, config.wake.refractory_s)
         self.listen_until = 0.0
@@ -166,28 +172,46 @@ class Listener:
         if machine.muted:
             if self.segmenter.in_speech or machine.state is State.LISTENING:
                 self.close()
+            self.wake_missed = True
             return
         if machine.busy:
             if self.segmenter.in_speech:
                 self.segmenter.reset()
                 self.drop_early()
-            self._recent.append(frame)
-            if self.wake is not None and (detection := self.wake.process(frame)):
+            if detection := self._hear_wake_word(frame, speaking=machine.state is State.SPEAKING):
                 log.info("barge-in: %s heard while %s", detection.model, machine.state)
                 host.barge_in()
                 self.woken(detection, self._heard(frame))
             return
         if self.held is not None or self.clock() < host.mic_open_at:
+            self.wake_missed = True
             return
         if not self.window_open() and not self.segmenter.in_speech:
             if machine.state is State.LISTENING:
                 self.close()  # the window passed without a request
             self.segmenter.hear(frame)  # the room's noise floor, known before a request starts
-            self._recent.append(frame)
-            if self.wake is not None and (detection := self.wake.process(frame)):
+            if detection := self._hear_wake_word(frame, speaking=False):
                 self.woken(detection, self._heard(frame))
             return
+        self.wake_missed = True
         self._segment(frame)
+
+    def _hear_wake_word(self, frame: bytes, speaking: bool) -> Detection | None:
+        """Feed the wake word detector one frame.
+
+        After frames it did not hear (a request's), it starts afresh: its context would be the
+        audio before them, the last wake word, and it would stay disarmed for the next second of
+        what it hears, deaf to a wake word said then (one said early in the reply after a barge-in).
+        """
+        self._recent.append(frame)
+        if self.wake is None:
+            return None
+        if self.wake_missed:
+            self.wake.reset()
+            self.wake_missed = False
+        if self.echo_cancel:
+            self.wake.scale = BARGE_IN_SCALE if speaking else 1.0
+        return self.wake.process(frame)
 
     def _heard(self, frame: bytes) -> bytes:
         """The audio of the wake word detector's last batch (it runs 60 ms at a time), which

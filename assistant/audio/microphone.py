@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 import sounddevice as sd
 
 from assistant.audio.devices import SoundCard
+from assistant.audio.echo import CaptureClock
 from assistant.audio.lookup import find_device
 from assistant.audio.pcm import AudioError, Resampler, apply_gain
 
@@ -74,20 +75,25 @@ class Microphone:
         self._live: sd.RawInputStream | None = None  # on the audio thread only: the stream last opened
         self._resampler: Resampler | None = None
         self._pending = bytearray()
+        self._pending_from = 0.0  # time.monotonic() at which the first pending sample was captured
+        self.echo = card.echo  # takes the speaker's sound out of each frame, if echo cancellation is on
         # Blocks per wake-up of the loop: 2 while only the wake word listens (it takes 60 ms at
         # a time anyway), which halves the wake-ups at idle; 1 whenever speech is endpointed.
         self.batch = 1
-        self._held: list[bytes] = []  # on the callback's thread: blocks not handed over yet
+        self._held: list[tuple[bytes, float]] = []  # on the callback's thread: blocks not handed over yet
         self._last_frame_at = 0.0  # time.monotonic() of the latest frame queued
         self._stall_timer: asyncio.TimerHandle | None = None
 
     def _open(self, loop: asyncio.AbstractEventLoop) -> Resampler | None:
         self._close_live()
         index = find_device(self.device, "input")
+        rate = float(self.sample_rate)  # the stream's, once open
+        clock = CaptureClock()
 
         def callback(indata: object, frames: int, when: object, status: sd.CallbackFlags) -> None:
             held = self._held
-            held.append(bytes(indata))  # type: ignore[call-overload]
+            captured_from = clock.stamp(time.monotonic(), frames / rate)  # input latency not counted
+            held.append((bytes(indata), captured_from))  # type: ignore[call-overload]
             if status.input_overflow:
                 self.overruns += 1
             if len(held) >= self.batch:
@@ -108,6 +114,7 @@ class Microphone:
             # The device cannot record at our rate: record at its own and resample.
             native = int(sd.query_devices(index, "input")["default_samplerate"])
             log.info("input device does not take %d Hz; recording at %d Hz and resampling", self.sample_rate, native)
+            rate = float(native)
             stream = sd.RawInputStream(
                 samplerate=native,
                 channels=1,
@@ -121,24 +128,29 @@ class Microphone:
         stream.start()
         return resampler
 
-    def _put_all(self, blocks: list[bytes]) -> None:
-        for block in blocks:
-            self._put(block)
+    def _put_all(self, blocks: list[tuple[bytes, float]]) -> None:
+        for block, captured_from in blocks:
+            self._put(block, captured_from)
 
-    def _put(self, block: bytes) -> None:
+    def _put(self, block: bytes, captured_from: float) -> None:
         if self._resampler is not None:
             block = self._resampler.process(block)
         block = apply_gain(block, self.gain)
         if not self._pending and len(block) == self.frame_bytes:
-            self._queue_frame(block)  # the usual case: PortAudio's block is one frame
+            self._queue_frame(block, captured_from)  # the usual case: PortAudio's block is one frame
             return
+        if not self._pending:
+            self._pending_from = captured_from
         self._pending += block
         while len(self._pending) >= self.frame_bytes:
             frame = bytes(self._pending[: self.frame_bytes])
             del self._pending[: self.frame_bytes]
-            self._queue_frame(frame)
+            self._queue_frame(frame, self._pending_from)
+            self._pending_from += self.frame_bytes / 2 / self.sample_rate
 
-    def _queue_frame(self, frame: bytes) -> None:
+    def _queue_frame(self, frame: bytes, captured_from: float) -> None:
+        if self.echo is not None:
+            frame = self.echo.clean(frame, captured_from)
         self.captured += 1
         self._last_frame_at = time.monotonic()
         if self._queue.full():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import socket
@@ -62,6 +63,18 @@ class AudioConfig(Section):
     sample_rate: Literal[8000, 16000, 32000, 48000] = 16000
     frame_ms: Literal[10, 20, 30] = 30
     input_gain: float = Field(1.0, gt=0, le=64)
+    # Take what the speaker plays out of what the microphone hears (WebRTC AEC3, in the process), so
+    # the wake word is heard over the device's own voice: for a speaker the microphone hears.
+    echo_cancel: bool = False
+
+    @field_validator("echo_cancel")
+    @classmethod
+    def _canceller_installed(cls, value: bool) -> bool:
+        if value and importlib.util.find_spec("pywebrtc_audio") is None:
+            raise ValueError(
+                "needs the pywebrtc-audio package (64-bit x86_64 or aarch64): scripts/setup.sh installs it there"
+            )
+        return value
 
 
 class VadConfig(Section):

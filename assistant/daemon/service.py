@@ -26,6 +26,7 @@ from assistant.agent.images import ImageMaker, ImagePublisher
 from assistant.agent.providers import make_client, prewarm, resolve, stages_in_use
 from assistant.agent.tools import HomeTools, Tool
 from assistant.audio.devices import SoundCard
+from assistant.audio.echo import EchoCanceller
 from assistant.audio.listener import Listener
 from assistant.audio.microphone import Microphone
 from assistant.config import Config
@@ -105,7 +106,8 @@ class Assistant:
             else None
         )
         self.agent = Agent(config.agent, config.device, clients["agent"], self.registry, self.agent_tools)
-        self.card = SoundCard(config.audio.output_device)
+        echo = EchoCanceller(config.audio.sample_rate) if config.audio.echo_cancel else None
+        self.card = SoundCard(config.audio.output_device, echo)
         voice = make_voice(config.tts, clients.get("tts"), config.device.language, config.device.state_dir)
         self.speech = Speech(voice, self.card, self.machine, self.events)
         self.stopping = asyncio.Event()
