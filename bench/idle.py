@@ -16,7 +16,7 @@ loads. `--profile` prints the resident size of the biggest mappings (`/proc/PID/
 and range of those start-ups. The package is compiled to bytecode first, as pip does when it
 installs it (an editable install under PYTHONDONTWRITEBYTECODE would compile it at every start).
 
-    .venv/bin/python bench/idle.py [--idle-s 60] [--modes wakeword,vad,mqtt] [--starts 5] [--profile]
+    .venv/bin/python bench/idle.py [--idle-s 60] [--modes wakeword,vad,mqtt] [--starts 5] [--profile] [--echo-cancel]
 """
 
 from __future__ import annotations
@@ -114,15 +114,24 @@ def rss_by_mapping(smaps: str) -> dict[str, float]:
     return sizes
 
 
-def measure(pulse: PulseAudio, work: Path, mode: str, idle_s: float, profile: bool, alsa: dict[str, str]) -> Figures:
-    """Start one daemon in `mode` (with `alsa`'s environment), time it to ready, then let it idle
-    (`idle_s` 0: stop it once ready)."""
+def measure(
+    pulse: PulseAudio,
+    work: Path,
+    mode: str,
+    idle_s: float,
+    profile: bool,
+    alsa: dict[str, str],
+    audio: dict[str, object] | None = None,
+) -> Figures:
+    """Start one daemon in `mode` (with `alsa`'s environment and `audio` added to its [audio]),
+    time it to ready, then let it idle (`idle_s` 0: stop it once ready)."""
     broker = start_broker(workdir=work)
     api = FakeOpenAI()
     api.start()
     site = f"idle{mode}{uuid.uuid4().hex[:4]}"
     sections = base_sections(broker.port, api.url, site_id=site)
     sections["wake"] = {"mode": mode}
+    sections["audio"] = {**sections.get("audio", {}), **(audio or {})}
     sections["agent"] = {"local_intents": True}
     sections["tts"] = {"engine": "espeak"}
     sections["device"]["state_dir"] = str(work / f"state-{mode}")
@@ -161,7 +170,9 @@ def main() -> int:
     parser.add_argument("--modes", default="wakeword,vad,mqtt")
     parser.add_argument("--profile", action="store_true", help="print resident MB per mapped file")
     parser.add_argument("--starts", type=int, default=0, help="more start-ups per mode and ALSA, to ready only")
+    parser.add_argument("--echo-cancel", action="store_true", help="with [audio] echo_cancel = true")
     args = parser.parse_args()
+    audio: dict[str, object] = {"echo_cancel": True} if args.echo_cancel else {}
     compileall.compile_dir(Path(__file__).resolve().parents[1] / "assistant", quiet=1)
 
     work = Path(tempfile.mkdtemp(prefix="bench-idle-"))
@@ -171,10 +182,10 @@ def main() -> int:
     try:
         rows = []
         for mode in args.modes.split(","):
-            via_pulse = measure(pulse, work, mode, args.idle_s, args.profile, {})
+            via_pulse = measure(pulse, work, mode, args.idle_s, args.profile, {}, audio)
             loads.append(os.getloadavg()[0])
             with lean_alsa(work) as alsa:
-                lean = measure(pulse, work, mode, args.idle_s, args.profile, alsa)
+                lean = measure(pulse, work, mode, args.idle_s, args.profile, alsa, audio)
             loads.append(os.getloadavg()[0])
             rows.append((mode, via_pulse, lean))
             for alsa_name in ("PulseAudio plugin", "lean"):
@@ -182,7 +193,7 @@ def main() -> int:
                 for _ in range(args.starts):
                     with contextlib.ExitStack() as stack:
                         alsa = stack.enter_context(lean_alsa(work)) if alsa_name == "lean" else {}
-                        starts_of[mode, alsa_name].append(measure(pulse, work, mode, 0, False, alsa))
+                        starts_of[mode, alsa_name].append(measure(pulse, work, mode, 0, False, alsa, audio))
                 loads.append(os.getloadavg()[0])
     finally:
         pulse.stop()

@@ -49,6 +49,15 @@ def test_a_block_arriving_too_early_for_its_stamp_moves_the_clock_back() -> None
     assert second == pytest.approx(100.0 + duration)
 
 
+def test_after_a_pause_the_clock_starts_again_from_the_first_block() -> None:
+    clock = CaptureClock()
+    duration = FRAME / RATE
+    for k in range(10):
+        clock.stamp(100.0 + (k + 1) * duration, duration)
+    resumed = clock.stamp(105.0, duration)  # the stream was stopped for 5 s (mqtt mode, muted)
+    assert resumed == pytest.approx(105.0 - duration)
+
+
 def test_a_frame_gets_what_played_while_it_was_captured() -> None:
     echo = EchoCanceller(RATE)
     played = (np.arange(1600) % 100 + 1).astype(np.int16)  # 100 ms, no zeros

@@ -49,11 +49,13 @@ class CaptureClock:
     convergence. Only a drift is followed: at once when a block arrives `EARLY_S` too early for its
     stamp, and after `WINDOW` blocks that all arrived over `LATE_S` too late for theirs (the card's
     clock runs slow against this one). A stamp that is late only moves the reference ahead of its
-    echo, which the canceller allows for, hence the wider margin that way.
+    echo, which the canceller allows for, hence the wider margin that way. A block over `GAP_S` late
+    follows a gap in the stream (it was stopped, or stalled): the clock starts again from it.
     """
 
     EARLY_S = 0.02
     LATE_S = 0.005
+    GAP_S = 0.1
     WINDOW = 64
 
     def __init__(self) -> None:
@@ -64,7 +66,7 @@ class CaptureClock:
     def stamp(self, arrived: float, duration: float) -> float:
         """The capture time of a block `duration` long that arrived at `arrived` (monotonic)."""
         latest = arrived - duration
-        if not self._next or latest < self._next - self.EARLY_S:
+        if not self._next or not self._next - self.EARLY_S <= latest <= self._next + self.GAP_S:
             self._next, self._least_late, self._seen = latest, math.inf, 0
         else:
             self._least_late = min(self._least_late, latest - self._next)
@@ -142,9 +144,8 @@ class EchoCanceller:
         """The microphone frame whose first sample was captured at `captured_from`, less the echo."""
         import numpy as np
 
-        near = np.frombuffer(frame, dtype=np.int16)
-        far = self.reference(captured_from, len(near))
+        far = self.reference(captured_from, len(frame) // 2)
         if far is None:
             return frame
         self.cleaned += 1
-        return bytes(self._aec.process(near, far).tobytes())
+        return bytes(self._aec.process(np.frombuffer(frame, dtype=np.int16), far).tobytes())

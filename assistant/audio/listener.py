@@ -28,10 +28,6 @@ from assistant.daemon.state import Event, State, StateMachine
 log = logging.getLogger(__name__)
 
 SAME_WAKE_S = 1.5  # detections this close together are one wake word heard by several devices
-# While the device speaks with the echo canceller on, a wake word must pass half its usual cutoff:
-# what survives the canceller's suppression of its own voice is quieter and duller. Its own replies
-# quoting the wake word still woke nothing at 0.2 (tests/test_echo_cancel.py, README "Echo").
-BARGE_IN_SCALE = 0.5
 
 
 class Host(Protocol):
@@ -77,7 +73,6 @@ class Listener:
         # the last frames given to the wake word detector: one batch of its (60 ms)
         self._recent: deque[bytes] = deque(maxlen=max(1, -(-BATCH_BYTES // self.segmenter.frame_bytes)))
         self.wake: WakeWord | None = None
-        self.echo_cancel = audio.echo_cancel
         self.wake_missed = False  # frames went by that the wake word detector did not hear
         if config.wake.mode == "wakeword":
             self.wake = WakeWord(config.wake.model, config.wake.threshold, config.wake.refractory_s)
@@ -178,7 +173,7 @@ class Listener:
             if self.segmenter.in_speech:
                 self.segmenter.reset()
                 self.drop_early()
-            if detection := self._hear_wake_word(frame, speaking=machine.state is State.SPEAKING):
+            if detection := self._hear_wake_word(frame):
                 log.info("barge-in: %s heard while %s", detection.model, machine.state)
                 host.barge_in()
                 self.woken(detection, self._heard(frame))
@@ -190,13 +185,13 @@ class Listener:
             if machine.state is State.LISTENING:
                 self.close()  # the window passed without a request
             self.segmenter.hear(frame)  # the room's noise floor, known before a request starts
-            if detection := self._hear_wake_word(frame, speaking=False):
+            if detection := self._hear_wake_word(frame):
                 self.woken(detection, self._heard(frame))
             return
         self.wake_missed = True
         self._segment(frame)
 
-    def _hear_wake_word(self, frame: bytes, speaking: bool) -> Detection | None:
+    def _hear_wake_word(self, frame: bytes) -> Detection | None:
         """Feed the wake word detector one frame.
 
         After frames it did not hear (a request's), it starts afresh: its context would be the
@@ -209,8 +204,6 @@ class Listener:
         if self.wake_missed:
             self.wake.reset()
             self.wake_missed = False
-        if self.echo_cancel:
-            self.wake.scale = BARGE_IN_SCALE if speaking else 1.0
         return self.wake.process(frame)
 
     def _heard(self, frame: bytes) -> bytes:

@@ -164,7 +164,6 @@ class WakeWord:
         self._recent: deque[bytes] = deque(maxlen=LEVEL_WINDOW_CHUNKS)  # the last second, for level_dbfs
         self._samples = 0  # audio fed so far, in whole 10 ms chunks
         self._quiet_until = 0  # no detection before this sample count
-        self.scale = 1.0  # applied to every cutoff: lower while an echo canceller cleans the audio
 
     @staticmethod
     def available() -> list[str]:
@@ -235,7 +234,7 @@ class WakeWord:
                 probability = model.feed(features)
                 if probability is None:
                     continue  # no inference on this slice
-                cutoff = self._cutoffs[index] * self.scale
+                cutoff = self._cutoffs[index]
                 if probability <= cutoff * REARM_FRACTION:
                     self._armed[index] = True
                 elif probability > cutoff and self._armed[index]:
