@@ -8,13 +8,14 @@ command plus the pre-roll and the silence wait (a frame either way for the 30 ms
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from room_noise import LEVELS, NOISES, RATE, in_room, noise, speech, talker
 
-from assistant.audio.noise import NoiseFloor, band_dbfs, frame_dbfs
+from assistant.audio.noise import SILENT_DBFS, NoiseFloor, band_dbfs, frame_dbfs
 from assistant.audio.vad import Segmenter, Utterance, webrtc_classifier
 from assistant.config import VadConfig
 
@@ -31,13 +32,20 @@ def sounds(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("room")
 
 
-def segment(pcm: bytes) -> list[tuple[Utterance, float]]:
-    """Utterances found in `pcm`, each with the stream time at which it was handed on."""
+def segment(pcm: bytes, rest_s: float = 0.0) -> list[tuple[Utterance, float]]:
+    """Utterances found in `pcm`, each with the stream time at which it was handed on; the
+    first `rest_s` seconds are only heard (as while the device waits for its wake word)."""
     segmenter = Segmenter(CONFIG, webrtc_classifier(CONFIG.aggressiveness, RATE), RATE, FRAME_MS)
     found = []
+    rest_frames = round(rest_s * 1000 / FRAME_MS)
+    fed_from_s = rest_frames * FRAME_MS / 1000  # the segmenter's clock starts at its first fed frame
     for index, start in enumerate(range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES)):
+        if index < rest_frames:
+            segmenter.hear(pcm[start : start + FRAME_BYTES])
+            continue
         event = segmenter.feed(pcm[start : start + FRAME_BYTES])
         if isinstance(event, Utterance):
+            event = replace(event, start_s=event.start_s + fed_from_s, end_s=event.end_s + fed_from_s)
             found.append((event, (index + 1) * FRAME_MS / 1000))
     return found
 
@@ -48,19 +56,20 @@ def check_command(
     start_kept: bool = True,
     tail_slack_s: float = SLACK_S,
     start: float = LEAD_S,
+    end_slack_s: float = 0.3,
 ) -> Utterance:
     """The one utterance holding the command: ended on time, holding all of it and little more."""
     end = start + said_s
     ends = [(round(u.start_s, 2), round(u.end_s, 2)) for u, _ in found]
     assert len(found) == 1, f"utterances {ends}, command {start:.2f}-{end:.2f}"
     utterance, handed_at = found[0]
-    assert abs(utterance.end_s - end) <= 0.3, f"end of speech at {utterance.end_s:.2f}, command ended {end:.2f}"
+    assert abs(utterance.end_s - end) <= end_slack_s, f"end of speech at {utterance.end_s:.2f}, command ended {end:.2f}"
     audio_from, audio_to = handed_at - utterance.duration_s, handed_at
     assert audio_to >= end, "the audio handed on stops before the command does"
     assert audio_to <= end + CONFIG.silence_ms / 1000 + tail_slack_s
     if start_kept:
         assert audio_from <= start, f"the command starts at {start:.2f}, its audio at {audio_from:.2f}"
-        limit = said_s + CONFIG.preroll_ms / 1000 + CONFIG.silence_ms / 1000 + SLACK_S
+        limit = said_s + CONFIG.preroll_ms / 1000 + CONFIG.silence_ms / 1000 + max(SLACK_S, tail_slack_s)
         assert utterance.duration_s <= limit, (utterance.duration_s, limit)
     return utterance
 
@@ -85,17 +94,23 @@ def test_one_short_word_is_not_dropped_as_a_cough(sounds: Path, kind: str, level
     check_command(segment(in_room(said, background, level, LEAD_S, TAIL_S)), len(said) / RATE)
 
 
+@pytest.mark.parametrize("level", (-40, *LEVELS))
 @pytest.mark.parametrize(("text", "voice"), COMMANDS)
-def test_a_quieter_second_talker_does_not_hold_the_request_open(sounds: Path, text: str, voice: str) -> None:
-    # Another voice about 19 dB under the command, talking all along: it may start the
-    # utterance before the command does (nothing tells two voices apart before the nearer
-    # one speaks), but once the command ends, the request ends too (its odd loud syllable
-    # may add a frame or two). At -35 dBFS (14 dB under) one of these two commands ended
-    # 0.5 s late; at -30 the request stays open while the other voice goes on.
+def test_a_quieter_second_talker_does_not_hold_the_request_open(
+    sounds: Path, text: str, voice: str, level: int
+) -> None:
+    # Another voice talking all along, 19 to 4 dB under the command: the segmenter has
+    # learnt how loud it is while nothing was said to the device, so it neither starts the
+    # request nor holds it open once the command ends (before, it started the request, and
+    # at -30 dBFS and louder held it open while it talked).
     said = speech(text, sounds, voice)
-    scene = in_room(said, talker(LEAD_S + len(said) / RATE + TAIL_S + 0.1, sounds), -40, LEAD_S, TAIL_S)
-    found = [(u, t) for u, t in segment(scene) if u.end_s > LEAD_S]  # what the talker said alone before is not ours
-    check_command(found[:1], len(said) / RATE, start_kept=False, tail_slack_s=0.3)
+    scene = in_room(said, talker(LEAD_S + len(said) / RATE + TAIL_S + 0.1, sounds), level, LEAD_S, TAIL_S)
+    # One of its syllables may follow the command's end closely and count (0.44 s late,
+    # measured, for the second command at -35 and -30 dBFS). At -25 dBFS (4 dB under) the
+    # command's quiet first word may not reach the other voice's loudest syllables: the
+    # request then starts with the second word (the second command, 0.44 s late).
+    found = segment(scene, rest_s=LEAD_S - 0.5)
+    check_command(found, len(said) / RATE, start_kept=level < -25, tail_slack_s=0.45, end_slack_s=0.45)
 
 
 @pytest.mark.parametrize("kind", NOISES)
@@ -155,3 +170,44 @@ def test_margin_is_smallest_over_steady_noise_and_grows_over_voices(sounds: Path
     for kind in NOISES:
         assert margin(in_room(np.zeros(0), noise(kind, 6.1, sounds), -30, 0.0, 6.0)) == 3.0, kind
     assert margin(in_room(np.zeros(0), talker(6.1, sounds), -30, 0.0, 6.0)) > 4.0
+
+
+def test_the_room_s_voices_are_learnt_from_voices_only(sounds: Path) -> None:
+    def voices(pcm: bytes) -> float:
+        floor = NoiseFloor(FRAME_MS)
+        for start in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
+            floor.is_loud(pcm[start : start + FRAME_BYTES], in_speech=False)
+        return floor.voice_dbfs
+
+    for kind in NOISES:  # steady noise, even switched on in a quiet room: endpointing as before
+        for level in LEVELS:
+            assert voices(in_room(np.zeros(0), noise(kind, 6.1, sounds), level, 0.0, 6.0)) == SILENT_DBFS, kind
+        assert (
+            voices(bytes(RATE * 2 * 3) + in_room(np.zeros(0), noise(kind, 3.1, sounds), -30, 0.0, 3.0)) == SILENT_DBFS
+        )
+    assert voices(bytes(RATE * 2 * 6)) == SILENT_DBFS
+    for level in (-40, *LEVELS):
+        talk = in_room(np.zeros(0), talker(6.1, sounds), level, 0.0, 6.0)
+        levels = sorted(
+            band_dbfs(talk[i : i + FRAME_BYTES]) for i in range(0, len(talk) - FRAME_BYTES + 1, FRAME_BYTES)
+        )
+        assert levels[len(levels) // 2] < voices(talk) < levels[-1], level  # among its louder syllables
+
+
+def test_a_cough_before_the_command_does_not_block_it(sounds: Path) -> None:
+    # A cough (or a door) louder than the command, 1.5 s before it, heard at rest, in a quiet
+    # room and with another voice talking: it is not the room's voices (not the loudest 5%).
+    said = speech(COMMANDS[0][0], sounds, COMMANDS[0][1])
+    cough = np.random.default_rng(16).normal(0.0, 1.0, round(0.4 * RATE)) * np.hanning(round(0.4 * RATE))
+    cough *= 32768 * 10 ** (-12 / 20) / np.sqrt(np.mean(cough * cough))  # -12 dBFS: 9 dB over the command
+    gap = np.zeros(round(1.1 * RATE))
+    for background in ("quiet", "talker"):
+        length = LEAD_S + len(cough) / RATE + len(gap) / RATE + len(said) / RATE + TAIL_S + 0.1
+        room = talker(length, sounds) if background == "talker" else noise("pink", length, sounds)
+        scene = in_room(
+            np.concatenate([cough, gap, said]), room, -35 if background == "talker" else -60, LEAD_S, TAIL_S
+        )
+        command_starts = LEAD_S + (len(cough) + len(gap)) / RATE
+        check_command(
+            segment(scene, rest_s=command_starts - 0.5), len(said) / RATE, start=command_starts, tail_slack_s=0.45
+        )

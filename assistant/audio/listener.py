@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -27,6 +28,8 @@ from assistant.daemon.state import Event, State, StateMachine
 
 log = logging.getLogger(__name__)
 
+WAKE_PHRASE_S = 1.5  # a wake word and the detector's delay after it: the speaker's voice, not the room's
+REST_GAP_S = 0.5  # frames heard at rest further apart than this (a reply, a paused microphone): stale
 SAME_WAKE_S = 1.5  # detections this close together are one wake word heard by several devices
 
 
@@ -90,6 +93,7 @@ class Listener:
         # only once this device is known to have heard the wake word best.
         self.held: Utterance | None = None
         self.on_open: Callable[[], None] | None = None  # told when a window opens (the microphone starts)
+        self._rest_at = -math.inf  # when the segmenter last heard the room at rest
 
     # --- windows -------------------------------------------------------------
 
@@ -142,6 +146,10 @@ class Listener:
         self.listen_until = self.clock() + (timeout_s or self.wake_config.listen_timeout_s)
         self.held = None
         self.segmenter.reset()
+        # The room's voices are learnt at rest: not from the wake word just said, and not
+        # from before a reply or a paused microphone (the room may have gone quiet since).
+        fresh = self.clock() - self._rest_at <= REST_GAP_S
+        self.segmenter.noise.forget_voices(WAKE_PHRASE_S if fresh else None)
         if preroll:
             self.segmenter.seed(preroll)
         self.drop_early()
@@ -185,6 +193,7 @@ class Listener:
             if machine.state is State.LISTENING:
                 self.close()  # the window passed without a request
             self.segmenter.hear(frame)  # the room's noise floor, known before a request starts
+            self._rest_at = self.clock()
             if detection := self._hear_wake_word(frame):
                 self.woken(detection, self._heard(frame))
             return
