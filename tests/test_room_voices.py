@@ -82,11 +82,11 @@ def test_the_wake_word_just_said_is_not_taken_for_the_room_s_voices(sounds: Path
     scene = in_room(scene_said, room, -30, lead_s, tail_s)
     alone = in_room(np.zeros(0), room, -30, 0.0, command_from + 0.1)  # as if no wake word had been said
     runs = []
-    for pcm in (scene, alone):
+    for pcm, reason in ((scene, "wakeword"), (alone, "mqtt")):
         listener, host = make_listener()
         before, rest = split(pcm, opens_at)
         play(listener, host, before)
-        listener.open("wakeword")
+        listener.open(reason)
         gap, rest = split(rest, command_from - 0.1 - opens_at)
         play(listener, host, gap)
         runs.append((listener, host, rest))
@@ -136,3 +136,19 @@ def test_a_listen_after_the_microphone_was_off_forgets_the_voices_heard_before(s
     assert listener.segmenter.noise.voice_dbfs == SILENT_DBFS
     play(listener, host, in_room(said, noise("pink", 0.5 + len(said) / RATE + 2.1, sounds), -60, 0.5, 2.0))
     check_upload(host, opened + 0.5, opened + 0.5 + len(said) / RATE)
+
+
+def test_talk_as_loud_as_the_speaker_just_before_the_wake_word_does_not_block_the_command(sounds: Path) -> None:
+    # Two people talk; a second after, one of them says the wake word and the command. The
+    # room's voices were as loud as the wake word is: they cannot be told from the command
+    # by their level, so they are not used, and the command is taken whole as before.
+    wake = speech("hey mycroft", sounds, "en-gb-x-rp", 150)
+    listener, host = make_listener()
+    play(listener, host, in_room(np.zeros(0), talker(4.1, sounds), -21, 0.0, 4.0))
+    assert listener.segmenter.noise.voice_dbfs > SILENT_DBFS
+    said = speech(COMMAND[0], sounds, COMMAND[1])
+    scene = np.concatenate([np.zeros(round(1.0 * RATE)), wake, np.zeros(round(0.8 * RATE)), said])
+    command_from = host.at + (len(scene) - len(said)) / RATE
+    play(listener, host, in_room(scene, noise("pink", len(scene) / RATE + 2.1, sounds), -60, 0.0, 2.0))
+    assert len(host.wakes) == 1, "the wake word was not heard"
+    check_upload(host, command_from, command_from + len(said) / RATE)

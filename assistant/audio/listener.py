@@ -149,7 +149,7 @@ class Listener:
         # The room's voices are learnt at rest: not from the wake word just said, and not
         # from before a reply or a paused microphone (the room may have gone quiet since).
         fresh = self.clock() - self._rest_at <= REST_GAP_S
-        self.segmenter.noise.forget_voices(WAKE_PHRASE_S if fresh else None)
+        self.segmenter.noise.forget_voices(WAKE_PHRASE_S if fresh else None, speaker=reason == "wakeword")
         if preroll:
             self.segmenter.seed(preroll)
         self.drop_early()

@@ -40,6 +40,7 @@ VOICE_SHARE = 0.05  # the room's voices are as loud as the loudest this share of
 VOICE_TALK_SHARE = 0.25  # voices talk in the room if this share of the frames at rest ...
 VOICE_ABOVE_DB = 6.0  # ... is this far above a loud frame's level (steady noise: 2 dB under it)
 VOICE_SPREAD_DB = 6.0  # the room's voices are at most this much louder than that share (a cough is not)
+VOICE_UNDER_DB = 6.0  # voices closer than this to the wake word's loudest are not told apart from its speaker
 
 
 def _dbfs(mean_square: float) -> float:
@@ -142,6 +143,7 @@ class NoiseFloor:
         self._pending: deque[float] = deque()  # the last VOICE_PENDING_S heard at rest, not learnt yet
         self._pending_frames = round(VOICE_PENDING_S * 1000 / frame_ms)
         self._voice_dbfs: float | None = None  # the cached `voice_dbfs`, until the next frame at rest
+        self._speaker_dbfs: float | None = None  # how loud the wake word just said was (`forget_voices`)
         self.reset()
 
     @property
@@ -179,22 +181,32 @@ class NoiseFloor:
                 talk = levels[int(len(levels) * (1.0 - VOICE_TALK_SHARE))]
                 if talk >= max(self.floor_dbfs + self.margin_db, self.min_dbfs) + VOICE_ABOVE_DB:
                     loudest = levels[min(len(levels) - 1, int(len(levels) * (1.0 - VOICE_SHARE)))]
-                    self._voice_dbfs = min(loudest, talk + VOICE_SPREAD_DB)
+                    voices = min(loudest, talk + VOICE_SPREAD_DB)
+                    if self._speaker_dbfs is None or voices <= self._speaker_dbfs - VOICE_UNDER_DB:
+                        self._voice_dbfs = voices
         return self._voice_dbfs
 
-    def forget_voices(self, recent_s: float | None = None) -> None:
+    def forget_voices(self, recent_s: float | None = None, speaker: bool = False) -> None:
         """Forget the last `recent_s` seconds heard at rest (a wake word just said is the
         speaker's voice, not the room's), or all of it (None: what was heard is stale, e.g.
-        the device spoke or the microphone was off since)."""
+        the device spoke or the microphone was off since).
+
+        `speaker`: those seconds held the wake word, so their loudest is how loud the
+        speaker is; voices in the room less than VOICE_UNDER_DB under it (the same
+        person, talking just before, or someone as near) cannot be told apart from the
+        command by their level, and are then not used (until the next `forget_voices`).
+        """
+        forgotten = []
         if recent_s is None:
             self._voices.clear()
             self._pending.clear()
         else:
             for _ in range(round(recent_s * 1000 / self._frame_ms)):
                 if self._pending:
-                    self._pending.pop()
+                    forgotten.append(self._pending.pop())
                 elif self._voices:
-                    self._voices.pop()
+                    forgotten.append(self._voices.pop())
+        self._speaker_dbfs = max(forgotten) if speaker and forgotten else None
         self._voice_dbfs = None
 
     @property
@@ -244,3 +256,4 @@ class NoiseFloor:
         self._voices.clear()
         self._pending.clear()
         self._voice_dbfs = None
+        self._speaker_dbfs = None
