@@ -160,12 +160,17 @@ def test_floor_follows_the_room_down_at_once_and_up_within_its_window(sounds: Pa
     assert floor.floor_dbfs >= typical - 3  # switched on again: learnt within the 2 s window
 
 
+def at_rest(pcm: bytes) -> NoiseFloor:
+    """A noise floor that heard `pcm` while no request was under way."""
+    floor = NoiseFloor(FRAME_MS)
+    for start in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
+        floor.is_loud(pcm[start : start + FRAME_BYTES], in_speech=False)
+    return floor
+
+
 def test_margin_is_smallest_over_steady_noise_and_grows_over_voices(sounds: Path) -> None:
     def margin(background: bytes) -> float:
-        floor = NoiseFloor(FRAME_MS)
-        for start in range(0, len(background) - FRAME_BYTES + 1, FRAME_BYTES):
-            floor.is_loud(background[start : start + FRAME_BYTES], in_speech=False)
-        return floor.margin_db
+        return at_rest(background).margin_db
 
     for kind in NOISES:
         assert margin(in_room(np.zeros(0), noise(kind, 6.1, sounds), -30, 0.0, 6.0)) == 3.0, kind
@@ -174,10 +179,7 @@ def test_margin_is_smallest_over_steady_noise_and_grows_over_voices(sounds: Path
 
 def test_the_room_s_voices_are_learnt_from_voices_only(sounds: Path) -> None:
     def voices(pcm: bytes) -> float:
-        floor = NoiseFloor(FRAME_MS)
-        for start in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
-            floor.is_loud(pcm[start : start + FRAME_BYTES], in_speech=False)
-        return floor.voice_dbfs
+        return at_rest(pcm).voice_dbfs
 
     for kind in NOISES:  # steady noise, even switched on in a quiet room: endpointing as before
         for level in LEVELS:
