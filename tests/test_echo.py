@@ -49,13 +49,15 @@ def test_a_block_arriving_too_early_for_its_stamp_moves_the_clock_back() -> None
     assert second == pytest.approx(100.0 + duration)
 
 
-def test_after_a_pause_the_clock_starts_again_from_the_first_block() -> None:
+def test_a_late_block_on_a_busy_machine_moves_nothing_but_a_restart_does() -> None:
     clock = CaptureClock()
     duration = FRAME / RATE
     for k in range(10):
         clock.stamp(100.0 + (k + 1) * duration, duration)
-    resumed = clock.stamp(105.0, duration)  # the stream was stopped for 5 s (mqtt mode, muted)
-    assert resumed == pytest.approx(105.0 - duration)
+    late = clock.stamp(100.0 + 11 * duration + 0.4, duration)  # the callback waited 0.4 s for the CPU
+    assert late == pytest.approx(100.0 + 10 * duration)
+    clock.restart()  # the stream was stopped for 5 s (mqtt mode, muted) and started again
+    assert clock.stamp(105.0, duration) == pytest.approx(105.0 - duration)
 
 
 def test_a_frame_gets_what_played_while_it_was_captured() -> None:
@@ -78,10 +80,19 @@ def test_writes_continue_each_other_and_a_late_estimate_does_not_move_them() -> 
     assert ref is not None and (ref == 7).all(), "one seamless reference, no 8 ms hole"
 
 
+def test_a_late_estimate_on_a_busy_machine_is_not_a_gap() -> None:
+    echo = EchoCanceller(RATE)
+    block = np.full(800, 7, dtype=np.int16)  # 50 ms
+    echo.played(block.tobytes(), RATE, heard_by=10.05)
+    echo.played(block.tobytes(), RATE, heard_by=10.4)  # the audio thread waited 0.3 s; the stream did not run dry
+    ref = echo.reference(10.0, 1600)
+    assert ref is not None and (ref == 7).all()
+
+
 def test_a_gap_in_playback_stays_a_gap_and_a_resampled_write_lands_at_the_mic_rate() -> None:
     echo = EchoCanceller(RATE)
     echo.played(np.full(800, 5, dtype=np.int16).tobytes(), RATE, heard_by=10.05)
-    echo.played(np.full(2205, 9, dtype=np.int16).tobytes(), 22050, heard_by=10.3)  # 100 ms at 22.05 kHz
+    echo.played(np.full(2205, 9, dtype=np.int16).tobytes(), 22050, heard_by=10.3, ran_dry=True)  # 100 ms at 22.05 kHz
     ref = echo.reference(10.0, 4800)
     assert ref is not None
     assert (ref[:800] == 5).all()

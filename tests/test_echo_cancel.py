@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 StartDaemon = Callable[..., tuple[Daemon, str]]
 LOOP_LATENCY_MS = 40  # speaker to microphone: the sound card's buffers and the air
-TRIALS = 7  # 13 of 16 were heard at -6 dB: asking for four of seven fails about one run in 30
+TRIALS = 9  # five of nine must be heard: at 82 % a trial (PulseAudio's canceller, -6 dB) that fails 1 run in 80
 # The fake voice (espeak en-us, 175 wpm) saying this fires hey_mycroft twice in three (measured offline):
 # a reply that quotes it wakes a device that hears itself.
 SELF_WAKE = "Say: hey mycroft. Then your request. " * 3

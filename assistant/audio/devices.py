@@ -55,6 +55,7 @@ class SoundCard:
         self._out: Any = None
         self._out_rate = 0
         self._running = False
+        self._started = False
         self._warm = KeepWarm(self.later)
         self._resampler: Resampler | None = None
 
@@ -167,18 +168,20 @@ class SoundCard:
     def _write(self, data: bytes) -> None:
         if self._resampler is not None:
             data = self._resampler.process(data)
-        self._out.write(data)
+        ran_dry = self._out.write(data) or self._started
+        self._started = False
         if self.echo is not None:
             # What is still buffered plays before the last sample written: a lower bound on when it
             # is heard (latency past the stream's buffer is not counted), so the reference leads.
             ahead = max(0.0, self._out.latency - self._out.write_available / self._out_rate)
-            self.echo.played(data, self._out_rate, time.monotonic() + ahead)
+            self.echo.played(data, self._out_rate, time.monotonic() + ahead, bool(ran_dry))
 
     def _start(self) -> None:
         """Start the stream with its own latency's worth of silence: through ALSA's PulseAudio
         plugin, what is written first after a start is dropped (the first syllable, a chime)."""
         self._out.start()
         self._running = True
+        self._started = True  # what the next write holds does not follow what was played before
         self._out.write(bytes(int(self._out.latency * self._out_rate) * 2))
 
     def _drain(self) -> None:

@@ -9,7 +9,9 @@ over a reply at 0 dB in 2 of 14 tries. Here the timing comes from the output str
 
 The reference is a timeline. Each write to the output stream is placed where its last sample
 will be heard: when the write returns, plus what is still buffered ahead of it. Writes follow each
-other back to back; the timeline moves only to an earlier estimate, or past a gap. Each microphone
+other back to back; the timeline moves only to an earlier estimate, or past a gap: one the stream
+reports (it ran dry), or a new sound. A later estimate alone is this thread waiting on a busy
+machine, not the sound being late. Each microphone
 frame takes the stretch of the timeline that played while it was captured, silence where
 nothing did. Both estimates err towards the reference coming first: the capture time counts no
 input latency and the output time no latency past the stream's buffer. AEC3 finds an echo 10 to
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 
 TAIL_S = 0.5  # the room's echo and the stream's own delays outlast the last sample written
 KEEP_S = 2.0  # the timeline keeps what played this long ago: a frame taken late still finds it
-GAP_S = 0.03  # a write estimated to begin this long after the previous one ended follows a gap
+NEW_SOUND_S = 0.5  # a write estimated to begin this long after the previous one ended starts a new sound
 EARLY_S = 0.002  # one estimated to begin this much before the previous one ended moves the timeline
 
 
@@ -49,13 +51,12 @@ class CaptureClock:
     convergence. Only a drift is followed: at once when a block arrives `EARLY_S` too early for its
     stamp, and after `WINDOW` blocks that all arrived over `LATE_S` too late for theirs (the card's
     clock runs slow against this one). A stamp that is late only moves the reference ahead of its
-    echo, which the canceller allows for, hence the wider margin that way. A block over `GAP_S` late
-    follows a gap in the stream (it was stopped, or stalled): the clock starts again from it.
+    echo, which the canceller allows for, hence the wider margin that way. A block that arrives
+    late on a busy machine moves nothing; when the stream (re)starts, `restart` begins anew.
     """
 
     EARLY_S = 0.02
     LATE_S = 0.005
-    GAP_S = 0.1
     WINDOW = 64
 
     def __init__(self) -> None:
@@ -63,10 +64,14 @@ class CaptureClock:
         self._least_late = math.inf  # over the blocks of this window
         self._seen = 0
 
+    def restart(self) -> None:
+        """The stream starts (again): the next block is stamped by its arrival."""
+        self._next, self._least_late, self._seen = 0.0, math.inf, 0
+
     def stamp(self, arrived: float, duration: float) -> float:
         """The capture time of a block `duration` long that arrived at `arrived` (monotonic)."""
         latest = arrived - duration
-        if not self._next or not self._next - self.EARLY_S <= latest <= self._next + self.GAP_S:
+        if not self._next or latest < self._next - self.EARLY_S:
             self._next, self._least_late, self._seen = latest, math.inf, 0
         else:
             self._least_late = min(self._least_late, latest - self._next)
@@ -95,8 +100,9 @@ class EchoCanceller:
         self._resampler_rate = 0
         self.cleaned = 0  # frames the canceller has processed (for tests and the log)
 
-    def played(self, pcm: bytes, rate: int, heard_by: float) -> None:
-        """`pcm` (int16 at `rate`) was written; its last sample is heard at `heard_by` (monotonic)."""
+    def played(self, pcm: bytes, rate: int, heard_by: float, ran_dry: bool = False) -> None:
+        """`pcm` (int16 at `rate`) was written; its last sample is heard at `heard_by` (monotonic).
+        `ran_dry`: the stream played silence since the previous write (PortAudio's underflow)."""
         import numpy as np
 
         if rate != self.sample_rate:
@@ -106,7 +112,7 @@ class EchoCanceller:
         samples = np.frombuffer(pcm, dtype=np.int16)
         start = heard_by - len(samples) / self.sample_rate
         with self._lock:
-            if self._end - EARLY_S <= start <= self._end + GAP_S:
+            if self._end - EARLY_S <= start <= self._end + NEW_SOUND_S and not ran_dry:
                 # Continues the previous write. An estimate is a lower bound on when it is heard,
                 # made late by however long this thread waited: the earliest one is the truest.
                 start = self._end

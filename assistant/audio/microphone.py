@@ -77,6 +77,7 @@ class Microphone:
         self._pending = bytearray()
         self._pending_from = 0.0  # time.monotonic() at which the first pending sample was captured
         self.echo = card.echo  # takes the speaker's sound out of each frame, if echo cancellation is on
+        self._clock = CaptureClock()  # on the callback's thread, or the audio thread while stopped
         # Blocks per wake-up of the loop: 2 while only the wake word listens (it takes 60 ms at
         # a time anyway), which halves the wake-ups at idle; 1 whenever speech is endpointed.
         self.batch = 1
@@ -88,7 +89,7 @@ class Microphone:
         self._close_live()
         index = find_device(self.device, "input")
         rate = float(self.sample_rate)  # the stream's, once open
-        clock = CaptureClock()
+        clock = self._clock = CaptureClock()
 
         def callback(indata: object, frames: int, when: object, status: sd.CallbackFlags) -> None:
             held = self._held
@@ -215,6 +216,7 @@ class Microphone:
         if self._live is None:
             raise AudioError("the input stream was closed")
         self._held = []  # from before the pause
+        self._clock.restart()
         self._live.start()
 
     def close(self) -> None:
