@@ -98,7 +98,7 @@ class EchoCanceller:
         self._end = 0.0  # time.monotonic() at which the last sample written will have been heard
         self._resampler: Resampler | None = None
         self._resampler_rate = 0
-        self.cleaned = 0  # frames the canceller has processed (for tests and the log)
+        self.cleaned = 0  # frames the canceller has processed (the tests read it)
 
     def played(self, pcm: bytes, rate: int, heard_by: float, ran_dry: bool = False) -> None:
         """`pcm` (int16 at `rate`) was written; its last sample is heard at `heard_by` (monotonic).
