@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import read_wav, speech_wav
+from support import read_wav, rms, speech_wav
 
 from assistant.audio.echo import TAIL_S, CaptureClock, EchoCanceller
 from assistant.config import ConfigError, parse_config
@@ -144,7 +144,7 @@ def test_the_canceller_removes_a_loud_echo_and_keeps_the_voice(tmp_path: Path) -
     ).astype(np.float64)
 
     def level(x: np.ndarray) -> float:
-        return float(10 * np.log10(np.mean(x**2) + 1e-9))
+        return float(20 * np.log10(rms(x) + 1e-9))
 
     echo_only = slice(3 * RATE, 6 * RATE)  # converged, nobody else speaking
     assert level(mic[echo_only]) - level(cleaned[echo_only]) > 25  # the echo is gone

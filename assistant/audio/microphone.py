@@ -89,7 +89,8 @@ class Microphone:
         self._close_live()
         index = find_device(self.device, "input")
         rate = float(self.sample_rate)  # the stream's, once open
-        clock = self._clock = CaptureClock()
+        clock = self._clock  # the old stream is closed: its callback no longer stamps
+        clock.restart()
 
         def callback(indata: object, frames: int, when: object, status: sd.CallbackFlags) -> None:
             held = self._held
