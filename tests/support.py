@@ -121,6 +121,9 @@ def stop_process(process: subprocess.Popen[Any], timeout: float = 5.0) -> None:
 # --------------------------------------------------------------------------- broker
 
 
+_SAVED = "Saving in-memory database"  # mosquitto logs this before each save
+
+
 @dataclass
 class Broker:
     """A mosquitto process started by :func:`start_broker`."""
@@ -143,6 +146,21 @@ class Broker:
 
     def is_running(self) -> bool:
         return self.process.poll() is None
+
+    def wait_saved(self, timeout: float = 10) -> None:
+        """Until mosquitto (persistence on) has saved its database once more (every second):
+        what it holds now (sessions, their subscriptions) survives a SIGKILL. It logs before it
+        writes, so the save is done once the new file has replaced the old one."""
+        database = self.dir / "mosquitto.db"
+
+        def inode() -> int | None:
+            return database.stat().st_ino if database.exists() else None
+
+        before, saves = inode(), self.log().count(_SAVED)
+        deadline = time.monotonic() + timeout
+        while self.log().count(_SAVED) <= saves or inode() in (before, None) or database.with_suffix(".db.new").exists():
+            assert time.monotonic() < deadline, f"mosquitto did not save its database within {timeout} s"
+            time.sleep(0.02)
 
     def stop(self) -> None:
         """Stop the broker (idempotent) and remove its directory if we created it."""

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
 import time
+from collections.abc import Callable
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from assistant.link.session import Session, session_client_id
+from tests.support import Broker
 
 FENCE = "assistant/kitchen/session/fence"
 ASK = "assistant/kitchen/ask"
@@ -111,3 +116,38 @@ def test_on_a_persistent_link_only_what_asks_for_it_is_kept_by_the_broker() -> N
     clean = MqttLink(MqttConfig(), "assistant/kitchen")  # one-off CLI turns: never the daemon's session
     clean.subscribe(["zigbee2mqtt/lamp"])
     assert clean._qos == {"zigbee2mqtt/lamp": 1} and clean.client_id != "assistant-kitchen"
+
+
+def test_a_drop_is_timed_even_when_the_loop_notices_it_first(
+    make_broker: Callable[..., Broker], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bound on a kept request's age starts when the connection dropped. paho's thread
+    judges that the connection was up; the loop clearing `connected` first (it can, on a busy
+    machine) once left the bound unknown, and requests kept a second were answered stale."""
+    from assistant.config import MqttConfig
+    from assistant.link.client import MqttLink
+
+    broker = make_broker(persistence=True)
+
+    async def main() -> tuple[float, float, float | None]:
+        link = MqttLink(MqttConfig(host=broker.host, port=broker.port), "assistant/kitchen", persistent=True)
+        link.subscribe(["assistant/kitchen/ask"], qos=1)
+        await link.start()
+        try:
+            await asyncio.to_thread(broker.wait_saved)  # our session survives the kill
+            link.connected.clear()  # as the loop does when it runs before paho's callback
+            dropped = time.time()
+            broker.process.kill()
+            await asyncio.to_thread(broker.process.wait)
+            back = make_broker(port=broker.port, persistence=True, workdir=broker.dir)
+            assert back.port == broker.port
+            async with asyncio.timeout(30):
+                await link.connected.wait()
+            return dropped, time.time(), link.offline_since
+        finally:
+            link.stop()
+
+    caplog.set_level(logging.INFO, logger="assistant.link")
+    dropped, reconnected, offline_since = asyncio.run(main())
+    assert offline_since is not None and dropped <= offline_since <= reconnected
+    assert re.search(r"resumed the session assistant-kitchen \(away for \d+\.\d s\)", caplog.text), caplog.text

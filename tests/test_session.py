@@ -37,7 +37,6 @@ BROKER_CYCLES = int(os.environ.get("SESSION_BROKER_CYCLES", "12"))
 DAEMON_CYCLES = int(os.environ.get("SESSION_DAEMON_CYCLES", "3"))
 ASK_EVERY_S = 0.25
 BACKLOG = r"the backlog of the resumed session is in: (\d+) requests"
-SAVED = "Saving in-memory database"
 
 
 def session_client(broker: Broker, client_id: str) -> paho.Client:
@@ -133,22 +132,6 @@ class Stream:
         self.client.loop_stop()
 
 
-def wait_saved(broker: Broker, timeout: float = 10) -> None:
-    """Until mosquitto has saved its database once more (it saves every second): what it
-    holds now (our sessions, their subscriptions) survives a SIGKILL. It logs before it
-    writes, so the save is done once the new file has replaced the old one."""
-    database = broker.dir / "mosquitto.db"
-
-    def inode() -> int | None:
-        return database.stat().st_ino if database.exists() else None
-
-    before, saves = inode(), broker.log().count(SAVED)
-    deadline = time.monotonic() + timeout
-    while broker.log().count(SAVED) <= saves or inode() in (before, None) or database.with_suffix(".db.new").exists():
-        assert time.monotonic() < deadline, f"mosquitto did not save its database within {timeout} s"
-        time.sleep(0.02)
-
-
 def handled(fake: FakeOpenAI) -> Counter[str]:
     """How many times the model was asked each request (its id ends the text)."""
     texts = [str(r.json["messages"][-1]["content"]) for r in fake.of("chat/completions") if r.json]
@@ -199,7 +182,7 @@ def test_requests_sent_while_the_broker_restarts_are_all_answered(
             stream.cycle = cycle
             live = stream.next_id()
             assert not answers.wait([live], timeout=30), f"cycle {cycle}: {live} not answered\n{daemon.log()[-3000:]}"
-            wait_saved(broker)
+            broker.wait_saved()
             mark = len(daemon.log())
             broker.process.kill()  # SIGKILL: no goodbye, no last save
             broker.process.wait()

@@ -81,7 +81,9 @@ class MqttLink:
         self.messages = Inbox()  # requests first, house traffic coalesced by topic (see assistant.link.inbox)
         self.connected = asyncio.Event()
         self._answered = asyncio.Event()  # the broker accepted or refused us
+        # paho's thread keeps its own record: the loop's `connected` may lag behind, or run ahead.
         self._ever_connected = False
+        self._up = False  # a connection is up now
         self._last_socket_error: str | None = None
         self.on_connect: list[Callable[[], None]] = []  # run on the loop after every (re)connect
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -281,10 +283,12 @@ class MqttLink:
                 self._loop.call_soon_threadsafe(self._answered.set)
             return
         log.info("connected to mqtt %s:%d", self.config.host, self.config.port)
+        self._up = True
         fence = None
         if self.session is not None:
             expected = self._ever_connected or self.offline_since is not None
             fence = self.session.connected(bool(flags.session_present), self.offline_since, expected)
+        self._ever_connected = True
         if self._announce:
             client.publish(f"{self.root}/status", ONLINE, qos=1, retain=True)
         if self.subscriptions:
@@ -301,7 +305,6 @@ class MqttLink:
                 log.error("the broker refused a subscription: %s", reason)
 
     def _connected(self) -> None:
-        self._ever_connected = True
         self.connected.set()
         self._answered.set()
         for callback in self.on_connect:
@@ -310,11 +313,13 @@ class MqttLink:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         if self._loop is None or self._loop.is_closed():
             return
+        # Judged on this thread: the loop may clear `connected` before this line runs.
+        was_up, self._up = self._up, False
         self._loop.call_soon_threadsafe(self.connected.clear)
-        if self.connected.is_set():  # it was up (not a failed attempt): we stop reading now
+        if was_up:  # not a failed attempt: we stop reading now
             self.offline_since = time.time()
-        if self.session is not None and self.connected.is_set():
-            self.session.dropped(reason.value)
+            if self.session is not None:
+                self.session.dropped(reason.value)
         if not self._ever_connected and self._refused is None:
             # Closed before any CONNACK: a TLS listener fed plain MQTT, a client certificate
             # the broker wanted but did not get, ... Say so now rather than time out.
