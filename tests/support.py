@@ -158,7 +158,8 @@ class Broker:
 
         before, saves = inode(), self.log().count(_SAVED)
         deadline = time.monotonic() + timeout
-        while self.log().count(_SAVED) <= saves or inode() in (before, None) or database.with_suffix(".db.new").exists():
+        pending = database.with_suffix(".db.new")
+        while self.log().count(_SAVED) <= saves or inode() in (before, None) or pending.exists():
             assert time.monotonic() < deadline, f"mosquitto did not save its database within {timeout} s"
             time.sleep(0.02)
 
