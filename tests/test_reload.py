@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import socket
 import threading
@@ -20,6 +21,8 @@ import pytest
 from daemon import Daemon, base_sections, wait_log
 from fake_openai import ChatReply, FakeOpenAI
 from support import Broker, MqttRecorder
+
+from assistant.link.session import session_client_id
 
 StartDaemon = Callable[..., tuple[Daemon, str]]
 
@@ -56,6 +59,23 @@ def held(fake: FakeOpenAI) -> Iterator[HeldChat]:
 
 def ask(mqtt: MqttRecorder, root: str, text: str, request_id: str) -> None:
     mqtt.publish(f"{root}/ask", json.dumps({"text": text, "id": request_id}))
+
+
+def wait_taken(broker: Broker, root: str, count: int, timeout: float = 15) -> None:
+    """Until the daemon has taken its `count`th ask: it acknowledges a request (PUBACK) only
+    once handled (here: queued), and the broker logs the PUBLISH it sent and that PUBACK."""
+    client = re.escape(session_client_id(root))
+    sent = re.compile(rf"Sending PUBLISH to {client} \(d\d, q1, r\d, m(\d+), '{re.escape(root)}/ask'")
+    deadline = time.monotonic() + timeout
+    while True:
+        log = broker.log()
+        asks = list(sent.finditer(log))
+        if len(asks) >= count:
+            mid = asks[count - 1].group(1)
+            if re.search(rf"Received PUBACK from {client} \(Mid: {mid}\b", log[asks[count - 1].end() :]):
+                return
+        assert time.monotonic() < deadline, f"the daemon did not take ask {count} within {timeout} s:\n{log[-2000:]}"
+        time.sleep(0.02)
 
 
 def reply_to(mqtt: MqttRecorder, root: str, request_id: str, timeout: float = 20) -> dict[str, Any]:
@@ -160,6 +180,7 @@ def test_sigterm_mid_reply_finishes_it_and_answers_the_queued_ask(
     ask(mqtt, root, "slow question", "t1")
     held.wait_arrived()
     ask(mqtt, root, "queued before the stop", "t2")
+    wait_taken(mqtt_broker, root, 2)  # else it is left to the next instance (the session keeps it)
     daemon.process.send_signal(signal.SIGTERM)
     wait_log(daemon, r"finishing the current turn before stopping")
     held.release()
