@@ -1,5 +1,6 @@
 """The inbox sorts incoming messages by class: requests in order and bounded, house traffic
-coalesced by topic, and the loop woken once per batch rather than once per message."""
+coalesced by topic (by entity on the bridge's state topic), and the loop woken once per batch
+rather than once per message."""
 
 from __future__ import annotations
 
@@ -178,3 +179,35 @@ def test_requests_that_do_not_fit_are_answered_busy_with_their_id(
         mqtt.wait_for(f"{root}/event/error", predicate=lambda m, i=request_id: m.json()["id"] == i, timeout=20)
     busy = {m.json()["id"] for m in mqtt.messages(f"{root}/event/error") if m.json()["code"] == "busy"}
     assert busy == expected, sorted(expected - busy)[:5]
+
+
+def test_on_the_bridge_state_topic_a_newer_change_replaces_only_the_same_entity() -> None:
+    """One topic carries every entity's changes: keyed by topic, a burst kept only the last
+    entity's, and the daemon went on believing the others' old states."""
+    from assistant.config import parse_config
+    from assistant.home.house import House
+    from assistant.home.registry import Registry
+    from assistant.link.client import MqttLink
+
+    config = parse_config({"homeassistant": {"service_topic": "svc"}}, credentials=False)
+    link = MqttLink(config.mqtt, "assistant/kitchen")
+    house = House(config, link, Registry(config.homeassistant), None)
+    link.messages.is_request = lambda topic: False  # as the daemon's inputs set it: none of these is a request
+    state = "svc/house/state"
+
+    def change(entity_id: str, value: str) -> Message:
+        return msg(state, json.dumps({"entity_id": entity_id, "state": value, "attributes": {}}))
+
+    for message in [change("switch.hall", "on"), change("light.reading", "on"), msg(state, "not json")]:
+        link.messages.put(message)
+    link.messages.put(change("switch.hall", "off"))  # the same entity: replaces its unread change
+    link.messages.put(msg("z2m/lamp", "1"))
+    link.messages.put(msg("z2m/lamp", "2"))  # any other topic: as before
+    taken = [(m.topic, m.payload) for m in link.messages.take_house()]
+    assert taken == [
+        (state, change("light.reading", "on").payload),
+        (state, b"not json"),
+        (state, change("switch.hall", "off").payload),
+        ("z2m/lamp", b"2"),
+    ]
+    assert house.coalescing_key(state, b"x" * 70_000) == state  # too long to read on paho's thread

@@ -23,7 +23,7 @@ from assistant.home.ids import Identities, dump
 from assistant.home.ownership import Conflict
 from assistant.home.placement import Learned, Placement
 from assistant.home.registry import Registry
-from assistant.home.snapshot import SnapshotError, parse_snapshot, parse_state_change
+from assistant.home.snapshot import SnapshotError, changed_entity, parse_snapshot, parse_state_change
 from assistant.link.client import Message, MqttLink
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,8 @@ class House:
         self._last_id = 0.0  # when an id was last assigned or freed
         self._duplicates_told: set[str] = set()
         self.house_topic = f"{self.ha.service_topic}/house" if self.ha.service_topic else None
+        if self.house_topic:
+            link.messages.key_of = self.coalescing_key
         self._asked_at: float | None = None  # when the snapshot was last asked for and not yet received
         self._snapshot_warned = False
 
@@ -83,6 +85,14 @@ class House:
         if self.house_topic:
             topics += [self.house_topic, f"{self.house_topic}/state"]
         return topics
+
+    def coalescing_key(self, topic: str, payload: bytes) -> str:
+        """What a newer house message replaces unread (paho's thread): the same topic's, but on
+        the bridge's state topic, which carries every entity's changes, the same entity's."""
+        if topic != f"{self.house_topic}/state":
+            return topic
+        entity_id = changed_entity(payload)
+        return topic if entity_id is None else f"{topic} {entity_id}"
 
     def announce(self) -> None:
         """Publish our own discovery config (retained)."""

@@ -27,6 +27,7 @@ FORMAT = 1
 MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024  # ~20,000 entities as the package writes them
 MAX_ENTITIES = 20_000
 MAX_DEVICE_IDS = 16  # identifiers kept per entity's device
+MAX_KEYED_STATE_BYTES = 64 * 1024  # a larger state change is read in full on the loop only
 MAX_PROBLEMS = 5  # entity problems named in the error log (the rest are counted)
 ENTITY_ID = re.compile(r"[a-z0-9_]+\.[a-z0-9_]+")
 
@@ -174,6 +175,22 @@ def parse_state_change(payload: bytes) -> StateChange:
         return StateChange(entity_id, _text(data.get("state"), "state"), _attributes(data.get("attributes")))
     except SnapshotError as error:
         raise SnapshotError(f"{entity_id}: {error}") from None
+
+
+def changed_entity(payload: bytes) -> str | None:
+    """The entity a `house/state` message is about; None when it cannot be told cheaply.
+
+    Read on paho's thread, so that a newer change replaces only the same entity's unread one
+    (assistant.link.inbox): one topic carries every entity's changes.
+    """
+    if len(payload) > MAX_KEYED_STATE_BYTES:
+        return None
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    entity_id = data.get("entity_id") if isinstance(data, dict) else None
+    return entity_id if isinstance(entity_id, str) else None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ dropped requests with the house traffic. So there are two classes here:
 * house traffic: discovery configs and entity states. Only the latest payload of a topic
   matters (they are retained states), so they are kept in a dict keyed by topic: memory is
   bounded by the number of topics, and a newer payload replaces an older one not yet read.
+  A topic that carries many entities (the bridge's `house/state`) is keyed by entity
+  (`key_of`): there a newer payload replaces only the same entity's.
 
 paho's thread only appends under a lock and wakes the loop once per batch, so it never waits
 for the loop; the loop takes requests first and house traffic in slices.
@@ -66,6 +68,8 @@ class Inbox:
         # Which topics are requests; the daemon sets it to its input topics. Until then every
         # message is one: kept in order, nothing replaced.
         self.is_request: Callable[[str], bool] = lambda topic: True
+        # What a newer house message replaces, unread: by default the same topic's.
+        self.key_of: Callable[[str, bytes], str] = lambda topic, payload: topic
         self.request_limit = request_limit
         self.refused_limit = refused_limit
         self.counts = InboxCounts()
@@ -101,9 +105,10 @@ class Inbox:
                     self.counts.lost += 1
             else:
                 self.counts.house += 1
-                if self._house.pop(message.topic, None) is not None:  # re-inserted: order of the latest arrival
+                key = self.key_of(message.topic, message.payload)
+                if self._house.pop(key, None) is not None:  # re-inserted: order of the latest arrival
                     self.counts.replaced += 1
-                self._house[message.topic] = message
+                self._house[key] = message
             loop = self._loop
             wake = loop is not None and not self._wake_scheduled
             if wake:
