@@ -211,3 +211,4 @@ def test_on_the_bridge_state_topic_a_newer_change_replaces_only_the_same_entity(
         ("z2m/lamp", b"2"),
     ]
     assert house.coalescing_key(state, b"x" * 70_000) == state  # too long to read on paho's thread
+    assert house.coalescing_key(state, b'{"entity_id": "Not an id"}') == state  # no key no entity could have

@@ -190,7 +190,9 @@ def changed_entity(payload: bytes) -> str | None:
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     entity_id = data.get("entity_id") if isinstance(data, dict) else None
-    return entity_id if isinstance(entity_id, str) else None
+    if not isinstance(entity_id, str) or len(entity_id) > MAX_TEXT_CHARS or not ENTITY_ID.fullmatch(entity_id):
+        return None  # never a key that no entity has: those are refused on the loop anyway
+    return entity_id
 
 
 @dataclass(frozen=True)

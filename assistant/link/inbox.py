@@ -93,8 +93,10 @@ class Inbox:
 
     def put(self, message: Message) -> None:
         """File a message (any thread); wakes the loop unless a wake-up is already on its way."""
+        request = self.is_request(message.topic)
+        key = None if request else self.key_of(message.topic, message.payload)  # outside the lock: may parse
         with self._lock:
-            if self.is_request(message.topic):
+            if key is None:
                 self.counts.requests += 1
                 if len(self._requests) < self.request_limit:
                     self._requests.append(message)
@@ -105,7 +107,6 @@ class Inbox:
                     self.counts.lost += 1
             else:
                 self.counts.house += 1
-                key = self.key_of(message.topic, message.payload)
                 if self._house.pop(key, None) is not None:  # re-inserted: order of the latest arrival
                     self.counts.replaced += 1
                 self._house[key] = message
