@@ -4,18 +4,18 @@ A device whose microphone hears its own speaker (any small box) hears its replie
 person standing next to it, and the wake word is lost under them. WebRTC's AEC3 (the
 pywebrtc-audio wheel, about 1 MB) subtracts an adaptive estimate of that echo, given the
 samples played as its reference. PulseAudio's module-echo-cancel does the same outside the
-process, but must guess when each sample was played, and on the test rig heard the wake word
-over a reply at 0 dB in 2 of 14 tries. Here the timing comes from the output stream itself.
+process, but must guess when each sample was played, and on the test rig heard no wake word
+over a reply at 0 dB (0 of 7, README). Here the timing comes from the output stream itself.
 
 The reference is a timeline. Each write to the output stream is placed where its last sample
-will be heard: when the write returns, plus what is still buffered ahead of it. Writes follow each
-other back to back; the timeline moves only to an earlier estimate, or past a gap: one the stream
-reports (it ran dry), or a new sound. A later estimate alone is this thread waiting on a busy
-machine, not the sound being late. Each microphone
-frame takes the stretch of the timeline that played while it was captured, silence where
-nothing did. Both estimates err towards the reference coming first: the capture time counts no
-input latency and the output time no latency past the stream's buffer. AEC3 finds an echo 10 to
-about 340 ms behind its reference (measured offline), and loses it when the echo comes first.
+will be heard: when the write returns, plus what is still buffered ahead of it. Writes follow
+each other back to back; the timeline moves only to an earlier estimate, or past a gap: one the
+stream reports (it ran dry), or a new sound. A later estimate alone is this thread waiting on a
+busy machine, not the sound being late. Each microphone frame takes the stretch of the timeline
+that played while it was captured, silence where nothing did. Both estimates err towards the
+reference coming first: the capture time counts no input latency and the output time no latency
+past the stream's buffer. AEC3 finds an echo 10 to about 340 ms behind its reference (measured
+offline), and loses it when the echo comes first.
 
 The canceller runs only while something plays and for `TAIL_S` after, so a device at rest
 spends nothing on it. Its filter is kept between replies: it takes about 2.5 s of a loud echo to

@@ -170,6 +170,11 @@ class NoiseFloor:
         return level
 
     @property
+    def loud_dbfs(self) -> float:
+        """The level a frame must reach to stand out from the room's steady noise."""
+        return max(self.floor_dbfs + self.margin_db, self.min_dbfs)
+
+    @property
     def voice_dbfs(self) -> float:
         """How loud the room's voices are (SILENT_DBFS if none talk): the (high-passed,
         smoothed) level that VOICE_SHARE of the frames lately heard at rest exceed, if a
@@ -180,7 +185,7 @@ class NoiseFloor:
             if len(self._voices) >= self._voice_min_frames:
                 levels = sorted(self._voices)
                 talk = levels[int(len(levels) * (1.0 - VOICE_TALK_SHARE))]
-                if talk >= max(self.floor_dbfs + self.margin_db, self.min_dbfs) + VOICE_ABOVE_DB:
+                if talk >= self.loud_dbfs + VOICE_ABOVE_DB:
                     loudest = levels[min(len(levels) - 1, int(len(levels) * (1.0 - VOICE_SHARE)))]
                     voices = min(loudest, talk + VOICE_SPREAD_DB)
                     if self._speaker_dbfs is None or voices <= self._speaker_dbfs - VOICE_UNDER_DB:
@@ -219,7 +224,7 @@ class NoiseFloor:
         """Take one frame; whether it stands out from the room's noise (and, inside an
         utterance, from a quieter voice behind the speaker's)."""
         level = self.update(frame)
-        loud = self.ready and level >= max(self.floor_dbfs + self.margin_db, self.min_dbfs)
+        loud = self.ready and level >= self.loud_dbfs
         if loud and self.voice_dbfs > SILENT_DBFS:
             loud = level >= self.voice_dbfs
         if in_speech:

@@ -167,8 +167,7 @@ class Segmenter:
         else:
             if self._silence_run == 0:
                 last = bytes(self._audio[-2 * self.frame_bytes : -self.frame_bytes])
-                loud_dbfs = max(self.noise.floor_dbfs + self.noise.margin_db, self.noise.min_dbfs)
-                self._quiet_tail_ms = quiet_tail_ms(last, loud_dbfs, self.sample_rate)
+                self._quiet_tail_ms = quiet_tail_ms(last, self.noise.loud_dbfs, self.sample_rate)
             self._silence_run += 1
             # No Pause for what `finish` would drop as too short: its audio would be sent for
             # early transcription all the same (a wake word's tail, a click).
