@@ -23,11 +23,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from listener_host import StreamHost
+from listener_host import StreamHost, offline_listener
 from room_noise import LEVELS, NOISES, RATE, in_room, noise, speech, talker
-
-from assistant.audio.listener import Listener
-from assistant.config import parse_config
 
 FRAME_BYTES = 960
 LEAD_S, GAP_S, TAIL_S = 1.5, 0.8, 16.0
@@ -37,16 +34,8 @@ COMMAND = "turn on the kitchen light"
 
 def listen(pcm: bytes, open_at_s: float | None = None) -> StreamHost:
     """Run `pcm` through a Listener: woken by the wake word, or (`open_at_s`) by an MQTT `listen` then."""
-    config = parse_config(
-        {
-            "wake": {"mode": "wakeword", "model": "hey_mycroft", "arbitration_ms": 0},
-            "vad": {"early_ms": 0},  # no early transcription: every byte sent is in the final upload
-            "openai": {"base_url": "http://127.0.0.1:9/v1"},
-        },
-        {},
-    )
     host = StreamHost("wakeword")
-    listener = Listener(config, host, clock=lambda: host.at)
+    listener = offline_listener(host)
     for start in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
         host.at = (start + FRAME_BYTES) / 2 / RATE
         if open_at_s is not None and host.at - FRAME_BYTES / 2 / RATE < open_at_s <= host.at:

@@ -9,10 +9,12 @@ stream an upload was handed on, a byte count) subclasses it and overrides one me
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
-from assistant.audio.listener import Host
+from assistant.audio.listener import Host, Listener
 from assistant.audio.vad import Utterance
+from assistant.config import parse_config
 from assistant.daemon.state import Event, StateMachine
 
 
@@ -71,6 +73,21 @@ class StreamHost(ListenerHost):
     def submit_utterance(self, utterance: Utterance, request_id: str, early: asyncio.Task[str] | None) -> None:
         self.handed_at.append(self.at)
         super().submit_utterance(utterance, request_id, early)
+
+
+def offline_listener(host: StreamHost, clock: Callable[[], float] | None = None) -> Listener:
+    """A Listener for audio fed offline: "hey_mycroft", no arbitration wait, and no early
+    transcription (every byte sent is in the final upload); on `clock`, by default `host.at`
+    in seconds."""
+    config = parse_config(
+        {
+            "wake": {"mode": "wakeword", "model": "hey_mycroft", "arbitration_ms": 0},
+            "vad": {"early_ms": 0},
+            "openai": {"base_url": "http://127.0.0.1:9/v1"},
+        },
+        {},
+    )
+    return Listener(config, host, clock=clock or (lambda: host.at))
 
 
 _: Host = ListenerHost("mqtt")  # a type checker sees that it keeps to the protocol

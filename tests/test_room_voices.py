@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from listener_host import StreamHost
+from listener_host import StreamHost, offline_listener
 from room_noise import RATE, in_room, noise, speech, talker
 
 from assistant.audio.listener import Listener
 from assistant.audio.noise import SILENT_DBFS
-from assistant.config import parse_config
 from assistant.daemon.state import Event
 
 FRAME_BYTES = 960
@@ -30,16 +29,8 @@ def sounds(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make_listener() -> tuple[Listener, StreamHost]:
-    config = parse_config(
-        {
-            "wake": {"mode": "wakeword", "model": "hey_mycroft", "arbitration_ms": 0},
-            "vad": {"early_ms": 0},
-            "openai": {"base_url": "http://127.0.0.1:9/v1"},
-        },
-        {},
-    )
     host = StreamHost("wakeword")
-    return Listener(config, host, clock=lambda: host.at), host
+    return offline_listener(host), host
 
 
 def play(listener: Listener, host: StreamHost, pcm: bytes) -> None:

@@ -8,11 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from listener_host import StreamHost
+from listener_host import StreamHost, offline_listener
 from room_noise import RATE, in_room, noise, speech
-
-from assistant.audio.listener import Listener
-from assistant.config import parse_config
 
 FRAME_BYTES = 960
 WAKE_VOICES = [("en-gb-x-rp", 150), ("en-029", 175)]  # "hey mycroft" fires on these
@@ -20,17 +17,9 @@ COMMAND = "turn on the kitchen light"
 
 
 def listen(pcm: bytes) -> StreamHost:
-    config = parse_config(
-        {
-            "wake": {"mode": "wakeword", "model": "hey_mycroft", "arbitration_ms": 0},
-            "vad": {"early_ms": 0},
-            "openai": {"base_url": "http://127.0.0.1:9/v1"},
-        },
-        {},
-    )
     host = StreamHost("wakeword")
     clock = [0.0]
-    listener = Listener(config, host, clock=lambda: clock[0])
+    listener = offline_listener(host, clock=lambda: clock[0])
     for start in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
         clock[0] += FRAME_BYTES / 2 / RATE
         host.at = start + FRAME_BYTES  # bytes fed
