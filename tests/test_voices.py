@@ -344,8 +344,9 @@ def envelope(samples: np.ndarray, rate: int, frame_ms: int = 20) -> np.ndarray:
 def envelope_match(recorded: np.ndarray, reference: np.ndarray) -> float:
     """Best correlation of the reference's loudness contour inside the recording's.
 
-    Piper's output is not sample-identical from run to run (the model draws noise), but
-    the timing of its syllables is; espeak-ng saying the same words scores far lower.
+    Piper's output is not sample-identical from run to run (the model draws noise, which
+    moves its syllables by a frame or two), so a recording is matched against several takes;
+    espeak-ng saying the same words scores far lower.
     """
     ref = (reference - reference.mean()) / (reference.std() or 1.0)
     best = 0.0
@@ -354,6 +355,9 @@ def envelope_match(recorded: np.ndarray, reference: np.ndarray) -> float:
         if window.std() > 0:
             best = max(best, float(np.mean(ref * (window - window.mean()) / window.std())))
     return best
+
+
+TAKES = 8  # of Piper's voice, to match the recording against (see `references`)
 
 
 def test_say_speaks_with_piper_after_voices_install(
@@ -381,12 +385,15 @@ def test_say_speaks_with_piper_after_voices_install(
     speaker.wait_for_silence(silence=0.3, timeout=10)
     recorded = envelope(speaker.samples(), 16000)
 
-    async def reference() -> np.ndarray:
+    async def references() -> list[np.ndarray]:
+        """Takes of the voice saying it. Each draws its own noise, and the timing of a take
+        against the recording scored 0.70-0.97; the closest of six scored 0.94 or more over 8
+        recordings under load, espeak-ng 0.51-0.69."""
         voice = PiperVoice(state / "voices" / f"{VOICE}.onnx")
-        pcm = b"".join([chunk async for chunk in voice.synthesize(text)])
-        return envelope(np.frombuffer(pcm, np.int16), voice.sample_rate)
+        takes = [b"".join([chunk async for chunk in voice.synthesize(text)]) for _ in range(TAKES)]
+        return [envelope(np.frombuffer(pcm, np.int16), voice.sample_rate) for pcm in takes]
 
-    piper = envelope_match(recorded, asyncio.run(reference()))
+    piper = max(envelope_match(recorded, take) for take in asyncio.run(references()))
     espeak_pcm = subprocess.run(["espeak-ng", "-v", "en-us", "--stdout", text], capture_output=True, check=True).stdout
     espeak = envelope_match(recorded, envelope(np.frombuffer(espeak_pcm[44:], np.int16), 22050))
     assert piper > 0.7 and piper > espeak + 0.2, (piper, espeak)
